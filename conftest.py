@@ -1,0 +1,46 @@
+"""Shared pytest fixtures: golden reference fixtures and small offline-built tokenizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent
+GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    """Folder of the golden reference fixtures (copied from shared/golden; see its README for tolerances)."""
+    return GOLDEN
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP byte -> printable unicode map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs), strict=True))
+
+
+@pytest.fixture(scope="session")
+def clip_tokenizer():
+    """A CLIP BPE tokenizer built offline: byte-level characters (with and without ``</w>``), a few merges, and
+    the OpenAI special ids (bos 49406, eos/pad 49407), so its ids fit the 49408-token golden models."""
+    from transformers import CLIPTokenizer
+
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": i + 256 for i, c in enumerate(chars)})
+    merges = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>")]
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    vocab["<|startoftext|>"] = 49406
+    vocab["<|endoftext|>"] = 49407
+    return CLIPTokenizer(vocab=vocab, merges=merges)

@@ -1,0 +1,619 @@
+"""FG-CLIP v1 (ICML 2025): CLIP with a 248-position long-text walk, dense patch features and region features.
+
+Checkpoint compatible with the released ``qihoo360/fg-clip-base`` / ``fg-clip-large`` layout (keys of the
+reference ``FGCLIPModel``). Differences from the reference code (its bugs, fixed):
+
+* long text of any length up to 248 tokens works (the reference needs exactly 248), short text is checked
+  against 77 with a clear error;
+* dense features do not run the discarded full last block; non-square grids and interpolated position tables
+  are supported and differentiable;
+* the stage-2 losses need no process group, work with 0 or 1 valid box and any number of hard negatives per
+  box, never cast to bf16 by themselves, and every short-walk text of a step goes through one text-tower call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from fgclip_model.distributed import gather_with_grad
+from fgclip_model.layers import MLP, Attention, Encoder
+from fgclip_model.losses import contrastive_loss, hard_negative_loss, masked_contrastive_loss, normalize
+from fgclip_model.regions import (
+    boxes_with_batch_index,
+    check_boxes,
+    dense_to_map,
+    normalized_to_grid,
+    pixels_to_normalized,
+    roi_features,
+)
+
+from .configuration import FGCLIPConfig
+
+WalkType = Literal["short", "long", "box"]
+WALK_TYPES = ("short", "long", "box")
+
+
+def resolve_walk_type(
+    walk_type: str | None, walk_short_pos: bool | None = None, use_bbox: bool | None = None
+) -> WalkType:
+    """Map the reference keywords (``walk_short_pos``, ``use_bbox``) onto a walk type; ``walk_type`` wins."""
+    if walk_type is not None:
+        if walk_type not in WALK_TYPES:
+            raise ValueError(f"walk_type must be one of {WALK_TYPES}, got {walk_type!r}")
+        return walk_type  # type: ignore[return-value]
+    short = True if walk_short_pos is None else walk_short_pos
+    if use_bbox:
+        if not short:
+            raise ValueError(
+                "walk_short_pos=False with use_bbox=True mixes short positions with the long projection; "
+                "the reference never uses it and fgclip does not support it"
+            )
+        return "box"
+    return "short" if short else "long"
+
+
+def first_eos_index(input_ids: torch.Tensor, eos_token_id: int, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Position of the first EOS token per row; rows without one pool their last attended token."""
+    is_eos = input_ids == eos_token_id
+    first = is_eos.int().argmax(dim=-1)
+    if attention_mask is not None:
+        last = attention_mask.long().sum(-1).clamp(min=1) - 1
+    else:
+        last = torch.full_like(first, input_ids.shape[-1] - 1)
+    return torch.where(is_eos.any(dim=-1), first, last)
+
+
+# --------------------------------------------------------------------------------------------------- text tower
+
+
+class FGCLIPTextEmbeddings(nn.Module):
+    """Token embedding plus one of three position walks.
+
+    * ``short`` / ``box``: rows of ``position_embedding`` (77 rows);
+    * ``long``: rows ``0..keep-1`` of ``position_embedding_ori`` then rows ``keep..`` of ``position_embedding_res``
+      (248 rows each; the other rows of both tables are unused but kept for checkpoint compatibility).
+    """
+
+    def __init__(self, config: CLIPTextConfig, long_positions: int, keep_positions: int) -> None:
+        super().__init__()
+        self.keep_positions = keep_positions
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.position_embedding_res = nn.Embedding(long_positions, config.hidden_size)
+        self.position_embedding_ori = nn.Embedding(long_positions, config.hidden_size)
+
+    def max_length(self, walk_type: WalkType) -> int:
+        table = self.position_embedding_res if walk_type == "long" else self.position_embedding
+        return table.num_embeddings
+
+    def position_table(self, walk_type: WalkType, length: int) -> torch.Tensor:
+        """The [length, D] position rows of a walk."""
+        limit = self.max_length(walk_type)
+        if length > limit:
+            raise ValueError(
+                f"{walk_type} text has {length} tokens but the {walk_type} walk has {limit} positions; "
+                f"truncate it (the processor does) or use walk_type='long' (up to "
+                f"{self.position_embedding_res.num_embeddings} tokens)"
+            )
+        if walk_type != "long":
+            return self.position_embedding.weight[:length]
+        keep = min(length, self.keep_positions)
+        return torch.cat([self.position_embedding_ori.weight[:keep], self.position_embedding_res.weight[keep:length]])
+
+    def forward(self, input_ids: torch.Tensor, walk_type: WalkType) -> torch.Tensor:
+        return self.token_embedding(input_ids) + self.position_table(walk_type, input_ids.shape[-1])
+
+
+class FGCLIPTextTransformer(nn.Module):
+    """Causal pre-LN text transformer with EOS pooling (checkpoint prefix ``text_model``)."""
+
+    def __init__(self, config: CLIPTextConfig, long_positions: int, keep_positions: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = FGCLIPTextEmbeddings(config, long_positions, keep_positions)
+        self.encoder = Encoder(
+            config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_heads=config.num_attention_heads,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            attention_dropout=config.attention_dropout,
+        )
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, walk_type: WalkType = "short"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (last_hidden_state [B, L, D], pooled [B, D] at the first EOS)."""
+        hidden = self.embeddings(input_ids, walk_type)
+        length = input_ids.shape[-1]
+        mask = None
+        if attention_mask is not None:
+            causal = torch.ones(length, length, dtype=torch.bool, device=input_ids.device).tril()
+            # every token sees itself, so a fully padded query row never turns into NaN
+            mask = (causal & attention_mask.bool()[:, None, None, :]) | torch.eye(
+                length, dtype=torch.bool, device=input_ids.device
+            )
+        hidden = self.encoder(hidden, attn_mask=mask, is_causal=True)
+        hidden = self.final_layer_norm(hidden)
+        index = first_eos_index(input_ids, self.config.eos_token_id, attention_mask)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+        return hidden, pooled
+
+
+# ------------------------------------------------------------------------------------------------- vision tower
+
+
+class FGCLIPVisionEmbeddings(nn.Module):
+    """Patch conv (no bias) + class token + learned positions, optionally interpolated to another image size."""
+
+    def __init__(self, config: CLIPVisionConfig) -> None:
+        super().__init__()
+        self.image_size = config.image_size
+        self.patch_size = config.patch_size
+        self.class_embedding = nn.Parameter(torch.randn(config.hidden_size))
+        self.patch_embedding = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size, bias=False
+        )
+        self.grid = self.image_size // self.patch_size
+        self.position_embedding = nn.Embedding(self.grid * self.grid + 1, config.hidden_size)
+
+    def positions(self, grid_hw: tuple[int, int], interpolate: bool) -> torch.Tensor:
+        table = self.position_embedding.weight
+        if grid_hw == (self.grid, self.grid):
+            return table
+        if not interpolate:
+            h, w = grid_hw
+            raise ValueError(
+                f"images of {h * self.patch_size}x{w * self.patch_size} px do not match the model's "
+                f"{self.image_size}x{self.image_size}; resize them or pass interpolate_pos_encoding=True"
+            )
+        patch = table[1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        patch = F.interpolate(patch.float(), size=grid_hw, mode="bicubic", align_corners=False).to(table.dtype)
+        return torch.cat([table[:1], patch.permute(0, 2, 3, 1).flatten(1, 2)[0]])
+
+    def forward(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+        grid_hw = (patches.shape[-2], patches.shape[-1])
+        patches = patches.flatten(2).transpose(1, 2)
+        cls = self.class_embedding.expand(patches.shape[0], 1, -1)
+        embeddings = torch.cat([cls, patches], dim=1) + self.positions(grid_hw, interpolate_pos_encoding)
+        return embeddings, grid_hw
+
+
+class FGCLIPVisionTransformer(nn.Module):
+    """Pre-LN ViT (checkpoint prefix ``vision_model``) with a dense-feature head on its last block."""
+
+    def __init__(self, config: CLIPVisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = FGCLIPVisionEmbeddings(config)
+        self.pre_layrnorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.encoder = Encoder(
+            config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_heads=config.num_attention_heads,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            attention_dropout=config.attention_dropout,
+        )
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def trunk(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Hidden states entering the last block ([B, 1+N, D]) and the patch grid (h, w)."""
+        hidden, grid_hw = self.embeddings(pixel_values, interpolate_pos_encoding)
+        hidden = self.pre_layrnorm(hidden)
+        return self.encoder(hidden, num_layers=len(self.encoder.layers) - 1), grid_hw
+
+    def pool(self, trunk: torch.Tensor) -> torch.Tensor:
+        """Last block, then ``post_layernorm`` of the class token -> [B, D]."""
+        return self.post_layernorm(self.encoder.layers[-1](trunk)[:, 0])
+
+    def dense(self, trunk: torch.Tensor) -> torch.Tensor:
+        """Last block without token mixing, then ``post_layernorm`` of every patch token -> [B, N, D]."""
+        return self.post_layernorm(self.encoder.layers[-1].forward_without_attention(trunk)[:, 1:])
+
+
+# ------------------------------------------------------------------------------------------------------ outputs
+
+
+@dataclass
+class FGCLIPOutput(ModelOutput):
+    """Inference forward: similarity logits and the normalised embeddings."""
+
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class FGCLIPStage2Output(ModelOutput):
+    """Training forward: the weighted total and every loss term on its own (unweighted)."""
+
+    loss: torch.Tensor | None = None
+    loss_long: torch.Tensor | None = None
+    loss_short: torch.Tensor | None = None
+    loss_region: torch.Tensor | None = None
+    loss_hard: torch.Tensor | None = None
+
+
+# --------------------------------------------------------------------------------------------------------- model
+
+
+class FGCLIPPreTrainedModel(PreTrainedModel):
+    config_class = FGCLIPConfig
+    config: FGCLIPConfig
+    base_model_prefix = "clip"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["EncoderLayer", "FGCLIPTextEmbeddings", "FGCLIPVisionEmbeddings"]
+    # OpenAI-era and Hub files carry non-persistent `position_ids` buffers (reportedly with garbage): ignore them
+    _keys_to_ignore_on_load_unexpected = [r"position_ids"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """CLIP's initialisation (used for weights a checkpoint does not provide, e.g. training from scratch)."""
+        factor = self.config.initializer_factor
+        if isinstance(module, FGCLIPTextEmbeddings):
+            for table in (
+                module.token_embedding,
+                module.position_embedding,
+                module.position_embedding_res,
+                module.position_embedding_ori,
+            ):
+                init.normal_(table.weight, std=0.02 * factor)
+        elif isinstance(module, FGCLIPVisionEmbeddings):
+            dim = module.class_embedding.shape[0]
+            init.normal_(module.class_embedding, std=dim**-0.5 * factor)
+            init.normal_(module.patch_embedding.weight, std=self.config.vision_config.initializer_range * factor)
+            init.normal_(module.position_embedding.weight, std=self.config.vision_config.initializer_range * factor)
+        elif isinstance(module, Attention):
+            layers = self._tower_layers(module)
+            in_std = module.embed_dim**-0.5 * (2 * layers) ** -0.5 * factor
+            for proj in (module.q_proj, module.k_proj, module.v_proj):
+                init.normal_(proj.weight, std=in_std)
+            init.normal_(module.out_proj.weight, std=module.embed_dim**-0.5 * factor)
+            for proj in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
+                init.zeros_(proj.bias)
+        elif isinstance(module, MLP):
+            width = module.fc1.in_features
+            layers = self._tower_layers(module)
+            init.normal_(module.fc1.weight, std=(2 * width) ** -0.5 * factor)
+            init.normal_(module.fc2.weight, std=width**-0.5 * (2 * layers) ** -0.5 * factor)
+            init.zeros_(module.fc1.bias)
+            init.zeros_(module.fc2.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, FGCLIPModel):
+            text_width = self.config.text_config.hidden_size
+            init.normal_(module.visual_projection.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
+            init.normal_(module.text_projection.weight, std=text_width**-0.5 * factor)
+            init.normal_(module.text_filip_projection.weight, std=text_width**-0.5 * factor)
+            for scale in (module.logit_scale, module.logit_scale_finegraind, module.logit_scale_hardneg):
+                init.constant_(scale, self.config.logit_scale_init_value)
+
+    def _tower_layers(self, module: nn.Module) -> int:
+        text = any(m is module for m in self.get_submodule("text_model").modules())
+        return (self.config.text_config if text else self.config.vision_config).num_hidden_layers
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
+        """``PreTrainedModel.from_pretrained`` that fails on missing or mis-shaped weights (``strict=True``).
+
+        transformers would otherwise initialise a missing tensor at random and only log a warning.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        problems = []
+        if info.get("missing_keys"):
+            problems.append(f"missing: {sorted(info['missing_keys'])}")
+        if info.get("mismatched_keys"):
+            problems.append(f"mis-shaped: {sorted(info['mismatched_keys'])}")
+        if strict and problems:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not a complete {cls.__name__} checkpoint ("
+                + "; ".join(problems)
+                + "). Pass strict=False to initialise them instead."
+            )
+        return (model, info) if want_info else model
+
+
+class FGCLIPModel(FGCLIPPreTrainedModel):
+    """FG-CLIP v1.
+
+    Feature API (all outputs un-normalised, like the reference):
+
+    * :meth:`get_image_features` -> [B, P];
+    * :meth:`get_text_features` with ``walk_type`` ``"short"`` (≤ 77 tokens, ``text_projection``),
+      ``"box"`` (same as short in v1) or ``"long"`` (≤ 248 tokens, ``text_filip_projection``); the reference
+      keywords ``walk_short_pos`` / ``use_bbox`` keep working;
+    * :meth:`get_image_dense_features` -> [B, N, P] per-patch features;
+    * :meth:`get_image_region_features` -> one [n_i, P] tensor per image, and the reference's
+      :meth:`get_image_box_roi_features` (boxes in feature-grid units) -> [K, P].
+
+    ``forward`` gives CLIP logits, or — called with a stage-2 batch (``image``, ``text_long``, ``text_short``,
+    ``box_*``, ``hard_*``) — the training losses (:meth:`stage2_loss`).
+    """
+
+    def __init__(self, config: FGCLIPConfig) -> None:
+        if not isinstance(config, FGCLIPConfig):  # e.g. a plain CLIPConfig from AutoConfig
+            config = FGCLIPConfig(**config.to_dict())
+        super().__init__(config)
+        text_cfg, vision_cfg = config.text_config, config.vision_config
+        self.text_model = FGCLIPTextTransformer(
+            text_cfg, config.long_max_position_embeddings, config.long_keep_positions
+        )
+        self.vision_model = FGCLIPVisionTransformer(vision_cfg)
+        self.visual_projection = nn.Linear(vision_cfg.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(text_cfg.hidden_size, config.projection_dim, bias=False)
+        self.text_filip_projection = nn.Linear(text_cfg.hidden_size, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.logit_scale_finegraind = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.logit_scale_hardneg = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------- feature API
+
+    def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        """Global image embeddings [B, P] (class token -> post-LN -> ``visual_projection``)."""
+        trunk, _ = self.vision_model.trunk(pixel_values, interpolate_pos_encoding)
+        return self.visual_projection(self.vision_model.pool(trunk))
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        walk_type: WalkType | None = None,
+        *,
+        walk_short_pos: bool | None = None,
+        use_bbox: bool | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        """Text embeddings [B, P] pooled at the first EOS.
+
+        ``walk_type``: ``"short"`` (default) and ``"box"`` use the 77-row table and ``text_projection``;
+        ``"long"`` uses the 248-row tables and ``text_filip_projection``. Any length up to the walk's maximum works.
+        """
+        walk = resolve_walk_type(walk_type, walk_short_pos, use_bbox)
+        _, pooled = self.text_model(input_ids, attention_mask, walk)
+        projection = self.text_filip_projection if walk == "long" else self.text_projection
+        return projection(pooled)
+
+    def get_image_dense_features(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, box_info: object = None
+    ) -> torch.Tensor:
+        """Per-patch features [B, N, P] in row-major patch order (``box_info`` is accepted and ignored)."""
+        trunk, _ = self.vision_model.trunk(pixel_values, interpolate_pos_encoding)
+        return self.visual_projection(self.vision_model.dense(trunk))
+
+    def _dense_map(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool) -> torch.Tensor:
+        trunk, grid_hw = self.vision_model.trunk(pixel_values, interpolate_pos_encoding)
+        return dense_to_map(self.visual_projection(self.vision_model.dense(trunk)), grid_hw)
+
+    def get_image_box_roi_features(
+        self,
+        pixel_values: torch.Tensor,
+        box_info: list[torch.Tensor] | torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+    ) -> torch.Tensor:
+        """The reference API: RoI features [K, P] (float32, un-normalised) for boxes in feature-grid units.
+
+        ``box_info``: a list with one [n_i, 4] xyxy tensor per image, or a [K, 5] tensor (batch index first).
+        """
+        feature_map = self._dense_map(pixel_values, interpolate_pos_encoding)
+        return roi_features(feature_map.float(), boxes_with_batch_index(box_info))
+
+    def get_image_region_features(
+        self,
+        pixel_values: torch.Tensor,
+        boxes: list[torch.Tensor],
+        image_sizes: list[tuple[int, int]] | None = None,
+        interpolate_pos_encoding: bool = False,
+    ) -> list[torch.Tensor]:
+        """Region features, one un-normalised [n_i, P] tensor per image.
+
+        ``boxes[i]``: [n_i, 4] xyxy, in pixels of the original image ``i`` when ``image_sizes`` ((height, width)
+        each) is given, otherwise normalised to [0, 1]. FG-CLIP squashes images to a square, so normalised
+        coordinates carry over unchanged.
+        """
+        if len(boxes) != pixel_values.shape[0]:
+            raise ValueError(f"got {len(boxes)} box lists for {pixel_values.shape[0]} images")
+        feature_map = self._dense_map(pixel_values, interpolate_pos_encoding)
+        grid_hw = (feature_map.shape[-2], feature_map.shape[-1])
+        grid_boxes = []
+        for i, b in enumerate(boxes):
+            b = torch.as_tensor(b, dtype=torch.float32, device=feature_map.device).reshape(-1, 4)
+            check_boxes(b, what=f"box of image {i}:")
+            if image_sizes is not None:
+                b = pixels_to_normalized(b, image_sizes[i])
+            grid_boxes.append(normalized_to_grid(b, grid_hw))
+        features = roi_features(feature_map, boxes_with_batch_index(grid_boxes))
+        return list(features.split([len(b) for b in grid_boxes]))
+
+    # ----------------------------------------------------------------------------------------------- forward
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        walk_type: WalkType = "short",
+        interpolate_pos_encoding: bool = False,
+        **stage2_batch,
+    ) -> FGCLIPOutput | FGCLIPStage2Output:
+        """CLIP similarity logits for (``input_ids``, ``pixel_values``), or the stage-2 losses for a training batch."""
+        if stage2_batch:
+            return self.stage2_loss(**stage2_batch)
+        if input_ids is None or pixel_values is None:
+            raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with image/text_short)")
+        image_embeds = normalize(self.get_image_features(pixel_values, interpolate_pos_encoding))
+        text_embeds = normalize(self.get_text_features(input_ids, attention_mask, walk_type))
+        logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.T
+        return FGCLIPOutput(logits_per_text.T, logits_per_text, text_embeds, image_embeds)
+
+    def stage2_loss(
+        self,
+        image: torch.Tensor,
+        text_short: torch.Tensor,
+        text_long: torch.Tensor | None = None,
+        box_infos: torch.Tensor | None = None,
+        box_texts: torch.Tensor | None = None,
+        box_nums: torch.Tensor | None = None,
+        hard_infos: torch.Tensor | None = None,
+        hard_texts: torch.Tensor | None = None,
+        hard_nums: torch.Tensor | None = None,
+        hard_text_mask: torch.Tensor | None = None,
+        add_box_loss: bool = False,
+        use_hard_neg: bool = False,
+        region_loss_weight: float = 0.1,
+        hard_loss_weight: float = 0.5,
+        gather=gather_with_grad,
+        **_: object,
+    ) -> FGCLIPStage2Output:
+        """FG-CLIP stage-2 losses for a batch in the reference layout (spec fgclip-v1 §2.6).
+
+        * ``image`` [B, 3, S, S]; ``text_short`` [B, Ls] (≤ 77); ``text_long`` [B, Ll] (≤ 248, optional);
+        * ``box_infos`` [B, S_b, 4] (or [B*S_b, 4]) normalised xyxy, ``box_texts`` [B*S_b, Ls], ``box_nums`` [B];
+        * ``hard_infos`` [B, S_h, 4] with the flagged boxes packed to the front, ``hard_nums`` [B];
+          ``hard_texts`` [H*K, Ls] (or [H, K, Ls]) for the H = sum(hard_nums) boxes in order, each the positive
+          then K-1 negatives; ``hard_text_mask`` [H, K] marks real candidates when boxes have fewer negatives.
+
+        Losses: ``loss_long`` and ``loss_short`` (global, gathered across ranks with ``gather``), ``loss_region``
+        and ``loss_hard`` (local); ``loss = long + short + region_loss_weight·region + hard_loss_weight·hard``.
+        Shapes are static: no host-device synchronisation.
+        """
+        batch = image.shape[0]
+        trunk, grid_hw = self.vision_model.trunk(image)
+        image_embeds = normalize(self.visual_projection(self.vision_model.pool(trunk)))
+        need_regions = add_box_loss or use_hard_neg
+        feature_map = (
+            dense_to_map(self.visual_projection(self.vision_model.dense(trunk)), grid_hw) if need_regions else None
+        )
+
+        # all short-walk texts (captions, box captions, hard candidates) in one text-tower call
+        pieces = [text_short]
+        if add_box_loss:
+            pieces.append(box_texts.reshape(-1, box_texts.shape[-1]))
+        num_hard, candidates = 0, 0
+        if use_hard_neg and hard_texts is not None and hard_texts.numel():
+            num_hard, candidates, hard_rows = self._hard_layout(hard_texts, hard_infos, hard_nums)
+            pieces.append(hard_rows)
+        short_embeds = normalize(self.text_projection(self._short_tower(pieces)))
+        sizes = [p.shape[0] for p in pieces]
+        text_short_embeds, *rest = short_embeds.split(sizes)
+
+        image_all, offset = gather(image_embeds)
+        short_all, _ = gather(text_short_embeds)
+        out = FGCLIPStage2Output()
+        scale = self.logit_scale.exp()
+        out.loss_short = contrastive_loss(image_embeds, text_short_embeds, image_all, short_all, scale, offset)
+        loss = out.loss_short
+        if text_long is not None:
+            _, long_pooled = self.text_model(text_long, walk_type="long")
+            long_embeds = normalize(self.text_filip_projection(long_pooled))
+            long_all, _ = gather(long_embeds)
+            out.loss_long = contrastive_loss(image_embeds, long_embeds, image_all, long_all, scale, offset)
+            loss = loss + out.loss_long
+
+        if add_box_loss:
+            box_text_embeds = rest.pop(0)
+            boxes = box_infos.reshape(batch, -1, 4)[..., :4].to(feature_map.dtype)
+            slots = boxes.shape[1]
+            valid = torch.arange(slots, device=image.device)[None, :] < box_nums.reshape(batch, 1).to(image.device)
+            regions = self._roi_embeds(feature_map, boxes, grid_hw)
+            out.loss_region = masked_contrastive_loss(
+                regions, box_text_embeds, valid.flatten(), self.logit_scale_finegraind.exp()
+            )
+            loss = loss + region_loss_weight * out.loss_region
+
+        if use_hard_neg:
+            if num_hard:
+                hard_text_embeds = rest.pop(0).reshape(num_hard, candidates, -1)
+                boxes = hard_infos.reshape(batch, -1, 4)[..., :4].to(feature_map.dtype)
+                slots = boxes.shape[1]
+                valid = torch.arange(slots, device=image.device)[None, :] < hard_nums.reshape(batch, 1).to(image.device)
+                # indices of the valid slots in image-major order, with a static count (no nonzero() sync)
+                order = torch.sort(valid.flatten().int(), descending=True, stable=True).indices[:num_hard]
+                regions = self._roi_embeds(feature_map, boxes, grid_hw)[order]
+                mask = None if hard_text_mask is None else hard_text_mask.reshape(num_hard, candidates).bool()
+                out.loss_hard = hard_negative_loss(regions, hard_text_embeds, self.logit_scale_hardneg.exp(), mask)
+            else:
+                out.loss_hard = image_embeds.sum() * 0.0
+            loss = loss + hard_loss_weight * out.loss_hard
+        out.loss = loss
+        return out
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _short_tower(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        """Pooled short-walk text features of several id batches in one tower call (right-padded with EOS)."""
+        length = max(p.shape[-1] for p in pieces)
+        pad = self.config.text_config.pad_token_id
+        ids = torch.cat([F.pad(p, (0, length - p.shape[-1]), value=pad) for p in pieces])
+        return self.text_model(ids, walk_type="short")[1]
+
+    def _roi_embeds(self, feature_map: torch.Tensor, boxes: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+        """Normalised RoI features of every box slot: boxes [B, S, 4] normalised xyxy -> [B*S, P]."""
+        batch, slots, _ = boxes.shape
+        index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype).repeat_interleave(slots)
+        rois = torch.cat([index[:, None], normalized_to_grid(boxes.reshape(-1, 4), grid_hw)], dim=1)
+        return normalize(roi_features(feature_map, rois))
+
+    @staticmethod
+    def _hard_layout(
+        hard_texts: torch.Tensor, hard_infos: torch.Tensor | None, hard_nums: torch.Tensor | None
+    ) -> tuple[int, int, torch.Tensor]:
+        """(H, K, [H*K, L] ids) from hard texts given as [H, K, L], or flat [H*K, L] (the reference layout).
+
+        For the flat layout H is read from ``hard_nums`` (one host sync); pass [H, K, L] to avoid it.
+        """
+        if hard_infos is None or hard_nums is None:
+            raise ValueError("hard_texts were given without hard_infos and hard_nums")
+        if hard_texts.ndim == 3:
+            num_hard, candidates = hard_texts.shape[:2]
+            return num_hard, candidates, hard_texts.reshape(-1, hard_texts.shape[-1])
+        num_hard = int(hard_nums.sum())
+        if num_hard == 0 or hard_texts.shape[0] % num_hard:
+            raise ValueError(
+                f"{hard_texts.shape[0]} hard texts cannot be split evenly over {num_hard} hard boxes "
+                "(sum of hard_nums); pass them as [H, K, L] with a hard_text_mask for uneven counts"
+            )
+        return num_hard, hard_texts.shape[0] // num_hard, hard_texts
+
+    # ------------------------------------------------------------------------------ initialisation helpers
+
+    def stretch_long_positions(self) -> None:
+        """Initialise both long tables from the short table by Long-CLIP's knowledge-preserving stretch and copy
+        ``text_projection`` into ``text_filip_projection`` (the reference's ``from_openai`` step)."""
+        from fgclip_model.longclip.stretch import stretch_positions
+
+        emb = self.text_model.embeddings
+        with torch.no_grad():
+            table = stretch_positions(
+                emb.position_embedding.weight, emb.position_embedding_res.num_embeddings, emb.keep_positions
+            )
+            emb.position_embedding_res.weight.copy_(table)
+            emb.position_embedding_ori.weight.copy_(table)
+            self.text_filip_projection.weight.copy_(self.text_projection.weight)
+
+    # the reference's (misspelled) name
+    def resize_postion_embeding(self, newsize: object = None) -> None:
+        """Alias of :meth:`stretch_long_positions` (reference name; it also copied the projection separately)."""
+        self.stretch_long_positions()

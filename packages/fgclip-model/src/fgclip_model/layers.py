@@ -1,0 +1,123 @@
+"""Transformer building blocks shared by the CLIP-style towers (FG-CLIP v1 text and vision, FG-CLIP 2).
+
+Module and parameter names follow the checkpoint keys (``self_attn.{q,k,v,out}_proj``, ``layer_norm1``,
+``mlp.fc1`` ...), so the towers load released state dicts unchanged. Attention runs through
+``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with separate q/k/v/out projections (HF CLIP / SigLIP key layout)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")
+        self.embed_dim = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(hidden_size, hidden_size)
+        self.v_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        """``attn_mask``: boolean (True = attend) or additive float, broadcastable to [B, heads, L, L]."""
+        b, n, _ = hidden_states.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+
+        q = heads(self.q_proj(hidden_states))
+        k = heads(self.k_proj(hidden_states))
+        v = heads(self.v_proj(hidden_states))
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal and attn_mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.embed_dim))
+
+    def value_path(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Attention with every token attending only to itself: ``out_proj(v_proj(x))`` (dense-feature trick)."""
+        return self.out_proj(self.v_proj(hidden_states))
+
+
+class MLP(nn.Module):
+    """``fc2(act(fc1(x)))``."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str) -> None:
+        super().__init__()
+        self.activation_fn = ACT2FN[hidden_act]
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+
+
+class EncoderLayer(GradientCheckpointingLayer):
+    """Pre-LN transformer block: ``h += attn(LN1(h)); h += mlp(LN2(h))``."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        intermediate_size: int,
+        num_heads: int,
+        hidden_act: str,
+        layer_norm_eps: float,
+        attention_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.self_attn = Attention(hidden_size, num_heads, attention_dropout)
+        self.layer_norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.mlp = MLP(hidden_size, intermediate_size, hidden_act)
+        self.layer_norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), attn_mask, is_causal)
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+    def forward_without_attention(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The block with self-attention replaced by the per-token value path (no token mixing).
+
+        This is how FG-CLIP and FG-CLIP 2 turn the last vision block into a dense, per-patch feature extractor.
+        """
+        hidden_states = hidden_states + self.self_attn.value_path(self.layer_norm1(hidden_states))
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+
+
+class Encoder(nn.Module):
+    """A stack of :class:`EncoderLayer` (checkpoint key ``encoder.layers.{i}``)."""
+
+    def __init__(self, num_layers: int, **layer_kwargs) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        num_layers: int | None = None,
+    ) -> torch.Tensor:
+        """Run the first ``num_layers`` layers (all by default)."""
+        for layer in self.layers[:num_layers]:
+            hidden_states = layer(hidden_states, attn_mask, is_causal)
+        return hidden_states
