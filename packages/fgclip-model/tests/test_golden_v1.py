@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import fgclip_model  # noqa: F401  (registers the Auto classes)
 import pytest
 import torch
-from fgclip_model import FGCLIPModel
 from safetensors.torch import load_file
 from transformers import AutoModel
+
+import fgclip_model  # noqa: F401  (registers the Auto classes)
+from fgclip_model import FGCLIPModel
 
 TOL = {"atol": 2e-5, "rtol": 1e-4}
 LOSS_TOL = {"atol": 1e-5, "rtol": 0}

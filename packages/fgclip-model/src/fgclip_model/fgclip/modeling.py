@@ -301,13 +301,11 @@ class FGCLIPPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, FGCLIPModel):
-            text_width = self.config.text_config.hidden_size
-            init.normal_(module.visual_projection.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
-            init.normal_(module.text_projection.weight, std=text_width**-0.5 * factor)
-            init.normal_(module.text_filip_projection.weight, std=text_width**-0.5 * factor)
-            for scale in (module.logit_scale, module.logit_scale_finegraind, module.logit_scale_hardneg):
+        elif module is self:  # the three temperatures
+            for scale in (self.logit_scale, self.logit_scale_finegraind, self.logit_scale_hardneg):
                 init.constant_(scale, self.config.logit_scale_init_value)
+        elif isinstance(module, nn.Linear) and module.bias is None:  # the bias-free projections
+            init.normal_(module.weight, std=module.in_features**-0.5 * factor)
 
     def _tower_layers(self, module: nn.Module) -> int:
         text = any(m is module for m in self.get_submodule("text_model").modules())
@@ -320,7 +318,17 @@ class FGCLIPPreTrainedModel(PreTrainedModel):
         transformers would otherwise initialise a missing tensor at random and only log a warning.
         """
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except RuntimeError as err:
+            if "ignore_mismatched_sizes" not in str(err):
+                raise
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds weights whose shapes do not fit {cls.__name__} with its "
+                "config.json (the loading report above names them)"
+            ) from err
         problems = []
         if info.get("missing_keys"):
             problems.append(f"missing: {sorted(info['missing_keys'])}")

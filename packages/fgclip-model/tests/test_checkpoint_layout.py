@@ -1,0 +1,116 @@
+"""The state-dict contract of spec fgclip-v1 §1.9 and loud failures on incomplete checkpoints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fgclip_model import FGCLIPConfig, FGCLIPModel
+
+BASE = {
+    "text_config": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
+    "vision_config": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 16,
+    },
+    "projection_dim": 512,
+}
+LARGE = {
+    "text_config": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "vision_config": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 336,
+        "patch_size": 14,
+    },
+    "projection_dim": 768,
+}
+
+
+def _meta_state_dict(geometry: dict) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        model = FGCLIPModel(FGCLIPConfig(**geometry))
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(("geometry", "count", "positions"), [(BASE, 403, 197), (LARGE, 595, 577)])
+def test_released_key_set(geometry, count, positions):
+    shapes = _meta_state_dict(geometry)
+    assert len(shapes) == count
+    dt, dv, p = (
+        geometry["text_config"]["hidden_size"],
+        geometry["vision_config"]["hidden_size"],
+        geometry["projection_dim"],
+    )
+    assert shapes["logit_scale"] == shapes["logit_scale_finegraind"] == shapes["logit_scale_hardneg"] == ()
+    assert shapes["text_model.embeddings.position_embedding.weight"] == (77, dt)
+    assert shapes["text_model.embeddings.position_embedding_res.weight"] == (248, dt)
+    assert shapes["text_model.embeddings.position_embedding_ori.weight"] == (248, dt)
+    assert shapes["vision_model.embeddings.position_embedding.weight"] == (positions, dv)
+    assert shapes["text_filip_projection.weight"] == shapes["text_projection.weight"] == (p, dt)
+    assert shapes["visual_projection.weight"] == (p, dv)
+    assert not any("position_ids" in k or "mask" in k for k in shapes)
+
+
+def test_golden_file_has_exactly_our_keys(golden):
+    file_keys = set(load_file(golden / "v1_s0" / "model" / "model.safetensors"))
+    config = FGCLIPConfig.from_pretrained(golden / "v1_s0" / "model")
+    assert set(FGCLIPModel(config).state_dict()) == file_keys
+
+
+def _copy_with_state(golden, tmp_path, edit) -> str:
+    folder = tmp_path / "ckpt"
+    shutil.copytree(golden / "v1_s0" / "model", folder)
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def test_missing_key_fails_loudly(golden, tmp_path):
+    folder = _copy_with_state(golden, tmp_path, lambda s: s.pop("text_filip_projection.weight"))
+    with pytest.raises(ValueError, match=r"missing.*text_filip_projection"):
+        FGCLIPModel.from_pretrained(folder)
+    model = FGCLIPModel.from_pretrained(folder, strict=False)  # explicit opt-in initialises it
+    assert model.text_filip_projection.weight.abs().sum() > 0
+
+
+def test_misshaped_key_fails_loudly(golden, tmp_path):
+    def edit(state):
+        state["text_model.embeddings.position_embedding_res.weight"] = torch.zeros(77, 64)
+
+    folder = _copy_with_state(golden, tmp_path, edit)
+    with pytest.raises(ValueError, match="shapes do not fit"):
+        FGCLIPModel.from_pretrained(folder)
+
+
+def test_stray_position_ids_are_ignored(golden, tmp_path):
+    def edit(state):  # Hub-style garbage buffers
+        state["text_model.embeddings.position_ids"] = torch.full((1, 77), 12345, dtype=torch.long)
+        state["vision_model.embeddings.position_ids"] = torch.full((1, 17), -7, dtype=torch.long)
+
+    folder = _copy_with_state(golden, tmp_path, edit)
+    reference = FGCLIPModel.from_pretrained(golden / "v1_s0" / "model").eval()
+    model = FGCLIPModel.from_pretrained(folder).eval()
+    ids = torch.tensor([[49406, 320, 1125, 49407]])
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_text_features(ids), reference.get_text_features(ids), atol=1e-6, rtol=0)
+
+
+def test_config_forces_clip_special_ids(golden):
+    raw = json.loads((golden / "v1_s0" / "model" / "config.json").read_text())
+    assert "eos_token_id" not in raw["text_config"]  # the released files rely on the default
+    config = FGCLIPConfig.from_pretrained(golden / "v1_s0" / "model")
+    assert (config.text_config.bos_token_id, config.text_config.eos_token_id) == (49406, 49407)
+    assert config.text_config.pad_token_id == 49407
+    assert config.long_max_position_embeddings == 248 and config.long_keep_positions == 20
