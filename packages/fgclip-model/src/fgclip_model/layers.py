@@ -121,3 +121,45 @@ class Encoder(nn.Module):
         for layer in self.layers[:num_layers]:
             hidden_states = layer(hidden_states, attn_mask, is_causal)
         return hidden_states
+
+
+class WalkTextEmbeddings(nn.Module):
+    """Token embedding plus one of the position walks of FG-CLIP (v1 and 2).
+
+    * ``short`` / ``box``: rows of ``position_embedding`` (77 rows in v1, 64 in FG-CLIP 2);
+    * ``long``: rows ``0..keep-1`` of ``position_embedding_ori`` then rows ``keep..`` of ``position_embedding_res``
+      (248 / 196 rows; the other rows of both tables are unused but kept for checkpoint compatibility).
+
+    Any length up to the walk's table works (the references need exactly the long-table length).
+    """
+
+    def __init__(
+        self, vocab_size: int, hidden_size: int, short_positions: int, long_positions: int, keep_positions: int
+    ) -> None:
+        super().__init__()
+        self.keep_positions = keep_positions
+        self.token_embedding = nn.Embedding(vocab_size, hidden_size)
+        self.position_embedding = nn.Embedding(short_positions, hidden_size)
+        self.position_embedding_res = nn.Embedding(long_positions, hidden_size)
+        self.position_embedding_ori = nn.Embedding(long_positions, hidden_size)
+
+    def max_length(self, walk_type: str) -> int:
+        table = self.position_embedding_res if walk_type == "long" else self.position_embedding
+        return table.num_embeddings
+
+    def position_table(self, walk_type: str, length: int) -> torch.Tensor:
+        """The [length, D] position rows of a walk."""
+        limit = self.max_length(walk_type)
+        if length > limit:
+            raise ValueError(
+                f"{walk_type} text has {length} tokens but the {walk_type} walk has {limit} positions; "
+                f"truncate it (the processor does) or use walk_type='long' (up to "
+                f"{self.position_embedding_res.num_embeddings} tokens)"
+            )
+        if walk_type != "long":
+            return self.position_embedding.weight[:length]
+        keep = min(length, self.keep_positions)
+        return torch.cat([self.position_embedding_ori.weight[:keep], self.position_embedding_res.weight[keep:length]])
+
+    def forward(self, input_ids: torch.Tensor, walk_type: str) -> torch.Tensor:
+        return self.token_embedding(input_ids) + self.position_table(walk_type, input_ids.shape[-1])

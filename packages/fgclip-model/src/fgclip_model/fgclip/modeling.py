@@ -24,7 +24,8 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import gather_with_grad
-from fgclip_model.layers import MLP, Attention, Encoder
+from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings
+from fgclip_model.loading import StrictLoadingMixin
 from fgclip_model.losses import contrastive_loss, hard_negative_loss, masked_contrastive_loss, normalize
 from fgclip_model.regions import (
     boxes_with_batch_index,
@@ -74,51 +75,15 @@ def first_eos_index(input_ids: torch.Tensor, eos_token_id: int, attention_mask: 
 # --------------------------------------------------------------------------------------------------- text tower
 
 
-class FGCLIPTextEmbeddings(nn.Module):
-    """Token embedding plus one of three position walks.
-
-    * ``short`` / ``box``: rows of ``position_embedding`` (77 rows);
-    * ``long``: rows ``0..keep-1`` of ``position_embedding_ori`` then rows ``keep..`` of ``position_embedding_res``
-      (248 rows each; the other rows of both tables are unused but kept for checkpoint compatibility).
-    """
-
-    def __init__(self, config: CLIPTextConfig, long_positions: int, keep_positions: int) -> None:
-        super().__init__()
-        self.keep_positions = keep_positions
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.position_embedding_res = nn.Embedding(long_positions, config.hidden_size)
-        self.position_embedding_ori = nn.Embedding(long_positions, config.hidden_size)
-
-    def max_length(self, walk_type: WalkType) -> int:
-        table = self.position_embedding_res if walk_type == "long" else self.position_embedding
-        return table.num_embeddings
-
-    def position_table(self, walk_type: WalkType, length: int) -> torch.Tensor:
-        """The [length, D] position rows of a walk."""
-        limit = self.max_length(walk_type)
-        if length > limit:
-            raise ValueError(
-                f"{walk_type} text has {length} tokens but the {walk_type} walk has {limit} positions; "
-                f"truncate it (the processor does) or use walk_type='long' (up to "
-                f"{self.position_embedding_res.num_embeddings} tokens)"
-            )
-        if walk_type != "long":
-            return self.position_embedding.weight[:length]
-        keep = min(length, self.keep_positions)
-        return torch.cat([self.position_embedding_ori.weight[:keep], self.position_embedding_res.weight[keep:length]])
-
-    def forward(self, input_ids: torch.Tensor, walk_type: WalkType) -> torch.Tensor:
-        return self.token_embedding(input_ids) + self.position_table(walk_type, input_ids.shape[-1])
-
-
 class FGCLIPTextTransformer(nn.Module):
     """Causal pre-LN text transformer with EOS pooling (checkpoint prefix ``text_model``)."""
 
     def __init__(self, config: CLIPTextConfig, long_positions: int, keep_positions: int) -> None:
         super().__init__()
         self.config = config
-        self.embeddings = FGCLIPTextEmbeddings(config, long_positions, keep_positions)
+        self.embeddings = WalkTextEmbeddings(
+            config.vocab_size, config.hidden_size, config.max_position_embeddings, long_positions, keep_positions
+        )
         self.encoder = Encoder(
             config.num_hidden_layers,
             hidden_size=config.hidden_size,
@@ -255,7 +220,7 @@ class FGCLIPStage2Output(ModelOutput):
 # --------------------------------------------------------------------------------------------------------- model
 
 
-class FGCLIPPreTrainedModel(PreTrainedModel):
+class FGCLIPPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     config_class = FGCLIPConfig
     config: FGCLIPConfig
     base_model_prefix = "clip"
@@ -263,14 +228,14 @@ class FGCLIPPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
     _supports_sdpa = True
-    _no_split_modules = ["EncoderLayer", "FGCLIPTextEmbeddings", "FGCLIPVisionEmbeddings"]
+    _no_split_modules = ["EncoderLayer", "WalkTextEmbeddings", "FGCLIPVisionEmbeddings"]
     # OpenAI-era and Hub files carry non-persistent `position_ids` buffers (reportedly with garbage): ignore them
     _keys_to_ignore_on_load_unexpected = [r"position_ids"]
 
     def _init_weights(self, module: nn.Module) -> None:
         """CLIP's initialisation (used for weights a checkpoint does not provide, e.g. training from scratch)."""
         factor = self.config.initializer_factor
-        if isinstance(module, FGCLIPTextEmbeddings):
+        if isinstance(module, WalkTextEmbeddings):
             for table in (
                 module.token_embedding,
                 module.position_embedding,
@@ -310,37 +275,6 @@ class FGCLIPPreTrainedModel(PreTrainedModel):
     def _tower_layers(self, module: nn.Module) -> int:
         text = any(m is module for m in self.get_submodule("text_model").modules())
         return (self.config.text_config if text else self.config.vision_config).num_hidden_layers
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
-        """``PreTrainedModel.from_pretrained`` that fails on missing or mis-shaped weights (``strict=True``).
-
-        transformers would otherwise initialise a missing tensor at random and only log a warning.
-        """
-        want_info = kwargs.pop("output_loading_info", False)
-        try:
-            model, info = super().from_pretrained(
-                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
-            )
-        except RuntimeError as err:
-            if "ignore_mismatched_sizes" not in str(err):
-                raise
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds weights whose shapes do not fit {cls.__name__} with its "
-                "config.json (the loading report above names them)"
-            ) from err
-        problems = []
-        if info.get("missing_keys"):
-            problems.append(f"missing: {sorted(info['missing_keys'])}")
-        if info.get("mismatched_keys"):
-            problems.append(f"mis-shaped: {sorted(info['mismatched_keys'])}")
-        if strict and problems:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} is not a complete {cls.__name__} checkpoint ("
-                + "; ".join(problems)
-                + "). Pass strict=False to initialise them instead."
-            )
-        return (model, info) if want_info else model
 
 
 class FGCLIPModel(FGCLIPPreTrainedModel):

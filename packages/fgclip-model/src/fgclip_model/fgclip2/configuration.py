@@ -1,0 +1,65 @@
+"""Configuration of FG-CLIP 2 (``model_type: "fgclip2"``): SigLIP 2 NaFlex plus the long-text geometry."""
+
+from __future__ import annotations
+
+from huggingface_hub.dataclasses import strict
+from transformers import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
+
+
+@strict
+class FGCLIP2TextConfig(Siglip2TextConfig):
+    r"""The FG-CLIP 2 text tower: every SigLIP 2 text field, plus
+
+    Args:
+        keep_len (`int`, defaults to 20): leading positions of long text read from ``position_embedding_ori``.
+        longtext_len (`int`, defaults to 196): rows of the two long position tables — the longest long text.
+        max_position_embeddings (`int`, defaults to 64): rows of the short table (short and box text).
+        projection_size (`int`): output width of ``text_model.head`` (short walk); defaults to ``hidden_size``.
+        pad_token_id / bos_token_id / eos_token_id: unused by the model (the reference inherits CLIP's ids, which
+            do not exist in the Gemma vocabulary); default ``None``. The tokenizer in the checkpoint folder decides.
+    """
+
+    model_type = "fgclip2_text_model"
+    base_config_key = "text_config"
+
+    keep_len: int = 20
+    longtext_len: int = 196
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+
+@strict
+class FGCLIP2VisionConfig(Siglip2VisionConfig):
+    r"""The FG-CLIP 2 vision tower: SigLIP 2 NaFlex unchanged (``num_patches`` is the G×G position grid,
+    ``patch_size`` the patch side; images arrive as padded patch sequences)."""
+
+    model_type = "fgclip2_vision_model"
+    base_config_key = "vision_config"
+
+
+@strict
+class FGCLIP2Config(Siglip2Config):
+    r"""FG-CLIP 2: ``text_config`` (:class:`FGCLIP2TextConfig`), ``vision_config`` (:class:`FGCLIP2VisionConfig`).
+
+    Args:
+        initializer_factor (`float`, defaults to 1.0): scale of the random initialisation.
+        extra_logit_scale_init (`float`, defaults to ln 100 = 4.6052): initial value of the region and
+            hard-negative temperatures (``logit_scale_finegraind``, ``logit_scale_hardneg``) when a checkpoint
+            does not carry them (the reference trainer attaches them at this value).
+    """
+
+    model_type = "fgclip2"
+    sub_configs_defaults = {"vision_config": FGCLIP2VisionConfig, "text_config": FGCLIP2TextConfig}
+
+    extra_logit_scale_init: float = 4.6052
+
+
+def fgclip2_config_from_siglip2(siglip2_config) -> FGCLIP2Config:
+    """An FG-CLIP 2 config with the geometry of a SigLIP 2 (NaFlex) config (``keep_len``/``longtext_len`` default)."""
+    data = siglip2_config.to_dict()
+    for key in ("model_type", "architectures", "transformers_version"):
+        data.pop(key, None)
+    for sub in ("text_config", "vision_config"):
+        data[sub] = {k: v for k, v in data[sub].items() if k not in ("model_type", "transformers_version")}
+    return FGCLIP2Config(**data)
