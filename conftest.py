@@ -44,3 +44,23 @@ def clip_tokenizer():
     vocab["<|startoftext|>"] = 49406
     vocab["<|endoftext|>"] = 49407
     return CLIPTokenizer(vocab=vocab, merges=merges)
+
+
+@pytest.fixture(scope="session")
+def gemma_like_tokenizer():
+    """A word-level fast tokenizer with Gemma's special ids (pad 0, eos 1, bos 2, unk 3) that appends EOS, built
+    offline; enough to exercise FG-CLIP 2's processor (the real checkpoints ship a 256k Gemma tokenizer)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = "a an the of and two three red green blue small big square circle triangle photo left right above below"
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    for word in words.split():
+        vocab[word] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )

@@ -1,37 +1,74 @@
 """Registration with the transformers Auto classes, and :func:`load` (family detection from ``config.json``).
 
-FG-CLIP v1 checkpoints say ``model_type: "clip"`` like every OpenAI CLIP, so the family is told apart by
+FG-CLIP v1 checkpoints say ``model_type: "clip"`` like every OpenAI CLIP, so that family is told apart by
 ``architectures``: for ``CLIPConfig`` the Auto mapping holds ``(CLIPModel, FGCLIPModel)`` and transformers picks
-the class named in ``architectures`` — plain CLIP checkpoints keep loading as ``CLIPModel``.
+the class named in ``architectures`` — plain CLIP checkpoints keep loading as ``CLIPModel``. FG-CLIP 2 has its
+own ``model_type: "fgclip2"``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoModel, AutoModelForCausalLM, CLIPConfig, CLIPModel
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoProcessor,
+    CLIPConfig,
+    CLIPModel,
+)
 
 from fgclip_model.fgclip import FGCLIPModel
+from fgclip_model.fgclip.processing import FGCLIPProcessor
+from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model, FGCLIP2TextConfig, FGCLIP2VisionConfig
+from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor, Fgclip2ImageProcessor
+from fgclip_model.fgclip2.processing import FGCLIP2Processor
 
 _registered = False
 
 
 def register_auto_classes() -> None:
-    """Make ``AutoModel.from_pretrained`` (and the Hub README's ``AutoModelForCausalLM``) load fgclip models
-    without ``trust_remote_code``. Idempotent; called on ``import fgclip_model``."""
+    """Make ``AutoModel`` / ``AutoConfig`` / ``AutoImageProcessor`` / ``AutoProcessor`` (and the Hub READMEs'
+    ``AutoModelForCausalLM``) load fgclip checkpoints without ``trust_remote_code``. Idempotent; called on
+    ``import fgclip_model``."""
     global _registered
     if _registered:
         return
     AutoModel._model_mapping.register(CLIPConfig, (CLIPModel, FGCLIPModel), exist_ok=True)
     AutoModelForCausalLM._model_mapping.register(CLIPConfig, (FGCLIPModel,), exist_ok=True)
+
+    for config in (FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig):
+        AutoConfig.register(config.model_type, config, exist_ok=True)
+    AutoModel.register(FGCLIP2Config, FGCLIP2Model, exist_ok=True)
+    AutoModelForCausalLM.register(FGCLIP2Config, FGCLIP2Model, exist_ok=True)
+    AutoImageProcessor.register(FGCLIP2Config, image_processor_classes={"pil": FGCLIP2ImageProcessor}, exist_ok=True)
+    AutoImageProcessor.register(
+        FGCLIP2VisionConfig, image_processor_classes={"pil": Fgclip2ImageProcessor}, exist_ok=True
+    )
+    AutoProcessor.register(FGCLIP2Config, FGCLIP2Processor, exist_ok=True)
     _registered = True
 
 
-# family name -> (architectures that identify it, model class)
-FAMILIES: dict[str, tuple[tuple[str, ...], type]] = {
-    "fgclip": (("FGCLIPModel",), FGCLIPModel),
+@dataclass(frozen=True)
+class Family:
+    """A model family: how to recognise its ``config.json`` and which classes load it."""
+
+    architectures: tuple[str, ...]
+    model_types: tuple[str, ...]
+    model_class: type
+    processor_class: type
+
+
+# the small registry behind load(): the first family whose architectures (or model type) match wins
+FAMILIES: dict[str, Family] = {
+    "fgclip": Family(("FGCLIPModel",), (), FGCLIPModel, FGCLIPProcessor),
+    "fgclip2": Family(("FG_CLIP2_Model", "Fgclip2Model", "FGCLIP2Model"), ("fgclip2",), FGCLIP2Model, FGCLIP2Processor),
+    "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor),
 }
 
 
@@ -42,28 +79,30 @@ def detect_family(path: str | os.PathLike) -> str:
         raise FileNotFoundError(f"{config_file} does not exist: expected a checkpoint folder saved by save_pretrained")
     config = json.loads(config_file.read_text())
     architectures = config.get("architectures") or []
-    for family, (names, _) in FAMILIES.items():
-        if any(a in names for a in architectures):
-            return family
-    if config.get("model_type") == "clip":
-        return "clip"
+    for name, family in FAMILIES.items():
+        if any(a in family.architectures for a in architectures):
+            return name
+    for name, family in FAMILIES.items():
+        if config.get("model_type") in family.model_types:
+            return name
+    hint = (
+        " (a SigLIP 2 checkpoint: convert it with FGCLIP2Model.from_siglip2)"
+        if config.get("model_type") == "siglip2"
+        else ""
+    )
     raise ValueError(
         f"{config_file}: architectures {architectures} / model_type {config.get('model_type')!r} is not a known "
-        f"family (known: {', '.join([*FAMILIES, 'clip'])})"
+        f"family (known: {', '.join(FAMILIES)}){hint}"
     )
 
 
 def load(path: str | os.PathLike, **kwargs):
-    """Load a checkpoint folder of any supported family: returns ``(model, processor)``.
+    """Load a checkpoint folder of any supported family: returns ``(model, processor)`` with the model in eval mode.
 
-    The processor is the one saved in the folder (tokenizer + image processor) or ``None`` when the folder has
-    neither. Extra keyword arguments go to ``from_pretrained`` (e.g. ``dtype``).
+    The processor holds the folder's tokenizer (``None`` when it has none) and image processor (the family's
+    defaults when absent). Extra keyword arguments go to ``from_pretrained`` (e.g. ``dtype``).
     """
-    from fgclip_model.fgclip.processing import FGCLIPProcessor
-
-    family = detect_family(path)
-    if family == "clip":
-        model = CLIPModel.from_pretrained(path, **kwargs)
-    else:
-        model = FAMILIES[family][1].from_pretrained(path, **kwargs)
-    return model.eval(), FGCLIPProcessor.from_checkpoint(path, image_size=model.config.vision_config.image_size)
+    family = FAMILIES[detect_family(path)]
+    model = family.model_class.from_pretrained(path, **kwargs)
+    image_size = getattr(model.config.vision_config, "image_size", None)
+    return model.eval(), family.processor_class.from_pretrained(path, image_size=image_size)

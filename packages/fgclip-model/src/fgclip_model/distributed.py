@@ -24,3 +24,12 @@ def gather_with_grad(features: torch.Tensor) -> tuple[torch.Tensor, int]:
 def no_gather(features: torch.Tensor) -> tuple[torch.Tensor, int]:
     """A gather function that keeps the local batch (for local losses and tests)."""
     return features, 0
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a (detached) tensor over all ranks; the identity without a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()

@@ -7,6 +7,8 @@ All losses are computed in float32 whatever the feature dtype.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -82,3 +84,99 @@ def hard_negative_loss(
 def normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """L2-normalise the last dimension; a zero vector stays zero (no 0/0 NaN)."""
     return F.normalize(x, dim=-1, eps=eps)
+
+
+# ------------------------------------------------------------------------------------------------ FG-CLIP 2 terms
+
+
+def sigmoid_loss(
+    image_local: torch.Tensor,
+    text_all: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    offset: int = 0,
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss of the local images against all (gathered) texts.
+
+    ``ℓ_ij = s·⟨x_i, y_j⟩ + b``; label +1 for ``j == offset + i``, −1 otherwise;
+    ``L = −(1/b) Σ_ij log σ(z_ij ℓ_ij)`` with ``b`` the local batch size. Only texts need gathering.
+    """
+    logits = logit_scale.float() * image_local.float() @ text_all.float().T + logit_bias.float()
+    rows = torch.arange(image_local.shape[0], device=logits.device)
+    labels = -torch.ones_like(logits)
+    labels[rows, rows + offset] = 1.0
+    return -F.logsigmoid(labels * logits).sum() / image_local.shape[0]
+
+
+def text_intra_contrastive_loss(
+    text: torch.Tensor, valid: torch.Tensor, top_k: int = 10, duplicate_threshold: float = 0.95
+) -> torch.Tensor:
+    """FG-CLIP 2's TIC loss on region-text embeddings ``text`` [N, P] over the ``valid`` [N] slots.
+
+    Similarities ``T Tᵀ`` with the diagonal and near-duplicates (> ``duplicate_threshold``) set to 0 (they stay
+    selectable, as in the reference); per row, ``log Σ exp`` of the ``top_k`` largest among the valid columns;
+    mean over valid rows. With fewer than ``top_k`` valid texts only the available ones enter the sum (the
+    reference's ``topk`` raised there and the loss was silently dropped).
+    """
+    sim = text.float() @ text.float().T
+    eye = torch.eye(sim.shape[0], dtype=torch.bool, device=sim.device)
+    sim = sim.masked_fill(eye | (sim > duplicate_threshold), 0.0)
+    sim = sim.masked_fill(~valid[None, :], float("-inf"))
+    k = min(top_k, sim.shape[1])
+    per_row = torch.logsumexp(sim.topk(k, dim=1).values, dim=1)
+    per_row = torch.where(valid, per_row, torch.zeros_like(per_row))
+    return per_row.sum() / valid.sum().clamp(min=1)
+
+
+@dataclass
+class HardNegativeTerms:
+    """FG-CLIP 2 hard-negative terms and the statistics for the next step's rank margin."""
+
+    itc: torch.Tensor
+    pair: torch.Tensor
+    rank: torch.Tensor
+    margin_estimate: torch.Tensor  # mean positive − mean negative score (detached, logit units)
+
+
+def fgclip2_hard_negative_terms(
+    region: torch.Tensor,
+    candidates: torch.Tensor,
+    logit_scale: torch.Tensor,
+    margin: torch.Tensor | float,
+    candidate_mask: torch.Tensor | None = None,
+) -> HardNegativeTerms:
+    """In-batch hard ITC, per-box (1+K)-way CE and the cross-modal rank loss of FG-CLIP 2.
+
+    ``region`` [H, P]; ``candidates`` [H, K1, P] with the positive first (all normalised); ``candidate_mask``
+    [H, K1] marks real candidates. With scores ``s = logit_scale·⟨r, c⟩``:
+
+    * ``itc``: image→text CE over every box's positive and negatives ([H, H·K1] logits, target = own
+      positive), text→image CE of the positives against the regions, averaged;
+    * ``pair``: CE of each box over its own candidates, target 0;
+    * ``rank``: mean over real negatives of ``max(0, margin + s⁻ − s⁺)``.
+    """
+    num, k1, _ = candidates.shape
+    if candidate_mask is None:
+        candidate_mask = torch.ones(num, k1, dtype=torch.bool, device=region.device)
+    scale = logit_scale.float()
+    r, c = region.float(), candidates.float()
+    positives = c[:, 0]
+    negatives, negative_mask = c[:, 1:], candidate_mask[:, 1:]
+    targets = torch.arange(num, device=region.device)
+
+    columns = torch.cat([positives, negatives.reshape(-1, c.shape[-1])])  # [H + H·K, P]
+    column_mask = torch.cat([torch.ones(num, dtype=torch.bool, device=r.device), negative_mask.reshape(-1)])
+    i2t = (scale * r @ columns.T).masked_fill(~column_mask[None], float("-inf"))
+    t2i = scale * positives @ r.T
+    itc = (F.cross_entropy(i2t, targets) + F.cross_entropy(t2i, targets)) / 2
+
+    scores = scale * torch.einsum("hp,hkp->hk", r, c)
+    pair = F.cross_entropy(scores.masked_fill(~candidate_mask, float("-inf")), torch.zeros_like(targets))
+
+    s_pos, s_neg = scores[:, :1], scores[:, 1:]
+    hinge = (margin + s_neg - s_pos).clamp(min=0)
+    count = negative_mask.sum().clamp(min=1)
+    rank = (hinge * negative_mask).sum() / count
+    with torch.no_grad():
+        margin_estimate = s_pos.mean() - (s_neg * negative_mask).sum() / count
+    return HardNegativeTerms(itc, pair, rank, margin_estimate)

@@ -1,0 +1,680 @@
+"""FG-CLIP 2: SigLIP 2 NaFlex with long-text / box-text heads, a dense-feature head and region features.
+
+Checkpoint compatible with the reference ``Fgclip2Model`` / ``FG_CLIP2_Model`` layout (spec fgclip-v2 §1.9).
+Differences from the reference code (its bugs, fixed):
+
+* long text of any length up to 196 tokens, short / box up to 64, clear errors beyond;
+* the attention-pooling heads and the text heads run batched (the reference loops per sample);
+* dense features use SDPA with a key-padding mask instead of a materialised [B·heads, N, N] additive mask;
+* region features of a whole batch go through one RoIAlign call;
+* the stage-2 losses are explicit, guarded terms (no bare ``try/except`` dropping them), need no process group
+  and never cast to bf16 by themselves.
+
+The text tower pools the hidden state at the **last position**, as the released weights were trained: pad text
+to the walk's maximum length (64 / 196) — :class:`FGCLIP2Processor` does by default — to get the trained
+behaviour.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from fgclip_model.distributed import all_reduce_mean, gather_with_grad
+from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings
+from fgclip_model.loading import StrictLoadingMixin
+from fgclip_model.losses import (
+    fgclip2_hard_negative_terms,
+    masked_contrastive_loss,
+    normalize,
+    sigmoid_loss,
+    text_intra_contrastive_loss,
+)
+from fgclip_model.regions import check_boxes, roi_features
+
+from .configuration import FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig, fgclip2_config_from_siglip2
+
+WALK_TYPES = ("short", "box", "long")
+
+
+def _check_walk(walk_type: str) -> str:
+    if walk_type not in WALK_TYPES:
+        raise ValueError(f"walk_type must be one of {WALK_TYPES}, got {walk_type!r}")
+    return walk_type
+
+
+def _key_mask(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """[B, L] keep-mask (1 = real) -> boolean SDPA mask [B, 1, 1, L] on the key axis."""
+    return None if mask is None else mask.bool()[:, None, None, :]
+
+
+# ------------------------------------------------------------------------------------------------ pooling heads
+
+
+class MultiheadAttentionPoolingHead(nn.Module):
+    """SigLIP's attention-pooling head (``probe``, ``attention``, ``layernorm``, ``mlp``), batched.
+
+    ``attention`` keeps ``nn.MultiheadAttention``'s packed parameters (checkpoint keys ``in_proj_weight``,
+    ``in_proj_bias``, ``out_proj``), but runs through SDPA with a key-padding mask.
+    """
+
+    def __init__(self, config: FGCLIP2VisionConfig) -> None:
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.probe = nn.Parameter(torch.randn(1, 1, config.hidden_size))
+        self.attention = nn.MultiheadAttention(config.hidden_size, config.num_attention_heads, batch_first=True)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+
+    def attend(self, queries: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Multi-head attention of ``queries`` [B, Q, D] over ``tokens`` [B, N, D] (mask [B, N], 1 = real)."""
+        attn = self.attention
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+        b, q_len, dim = queries.shape
+
+        def heads(x: torch.Tensor) -> torch.Tensor:
+            return x.view(b, x.shape[1], self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+        q = heads(F.linear(queries, w_q, b_q))
+        k = heads(F.linear(tokens, w_k, b_k))
+        v = heads(F.linear(tokens, w_v, b_v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=_key_mask(mask))
+        return attn.out_proj(out.transpose(1, 2).reshape(b, q_len, dim))
+
+    def refine(self, attended: torch.Tensor) -> torch.Tensor:
+        return attended + self.mlp(self.layernorm(attended))
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pool [B, N, D] tokens into [B, D] with the learned probe."""
+        probe = self.probe.expand(tokens.shape[0], -1, -1)
+        return self.refine(self.attend(probe, tokens, mask))[:, 0]
+
+    def dense(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Every token queries all real tokens (the probe is unused): [B, N, D] -> [B, N, D]."""
+        return self.refine(self.attend(tokens, tokens, mask))
+
+
+# ------------------------------------------------------------------------------------------------- vision tower
+
+
+def resize_position_grid(grid: torch.Tensor, spatial_shapes: torch.Tensor, length: int) -> torch.Tensor:
+    """Bilinear (antialiased) resize of a [G, G, D] position grid to each image's (h, w) patch grid.
+
+    Returns [B, length, D]: rows ``0..h·w-1`` in row-major order, the padding rows repeating row 0 (as SigLIP 2).
+    One interpolation per distinct shape in the batch.
+    """
+    shapes = [tuple(s) for s in spatial_shapes.tolist()]
+    distinct = sorted(set(shapes))
+    source = grid.permute(2, 0, 1)[None].float()
+    blocks = []
+    for h, w in distinct:
+        if h * w > length:
+            raise ValueError(f"spatial shape {h}x{w} has more patches than the {length} positions given")
+        resized = F.interpolate(source, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        rows = resized[0].reshape(grid.shape[-1], h * w).T
+        blocks.append(torch.cat([rows, rows[:1].expand(length - h * w, -1)]))
+    index = torch.tensor([distinct.index(s) for s in shapes], device=grid.device)
+    return torch.stack(blocks)[index].to(grid.dtype)
+
+
+class FGCLIP2VisionEmbeddings(nn.Module):
+    """Linear patch embedding of pre-patchified pixels + the position grid resized per image."""
+
+    def __init__(self, config: FGCLIP2VisionConfig) -> None:
+        super().__init__()
+        self.patch_embedding = nn.Linear(config.num_channels * config.patch_size**2, config.hidden_size)
+        self.position_embedding = nn.Embedding(config.num_patches, config.hidden_size)
+        self.grid = math.isqrt(config.num_patches)
+
+    def forward(self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
+        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+        grid = self.position_embedding.weight.reshape(self.grid, self.grid, -1)
+        return patches + resize_position_grid(grid, spatial_shapes, pixel_values.shape[1])
+
+
+class FGCLIP2VisionTransformer(nn.Module):
+    """NaFlex ViT (checkpoint prefix ``vision_model``): embeddings, encoder, ``post_layernorm``, MAP ``head``."""
+
+    def __init__(self, config: FGCLIP2VisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = FGCLIP2VisionEmbeddings(config)
+        self.encoder = Encoder(
+            config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_heads=config.num_attention_heads,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            attention_dropout=config.attention_dropout,
+        )
+        self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.head = MultiheadAttentionPoolingHead(config) if config.vision_use_head else None
+
+    def forward(
+        self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        """Post-LN patch tokens [B, N, D] (rows past h·w are padding)."""
+        hidden = self.embeddings(pixel_values, spatial_shapes)
+        hidden = self.encoder(hidden, attn_mask=_key_mask(pixel_attention_mask))
+        return self.post_layernorm(hidden)
+
+
+# --------------------------------------------------------------------------------------------------- text tower
+
+
+class FGCLIP2TextTransformer(nn.Module):
+    """Bidirectional text transformer pooled at the last position (checkpoint prefix ``text_model``)."""
+
+    def __init__(self, config: FGCLIP2TextConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = WalkTextEmbeddings(
+            config.vocab_size, config.hidden_size, config.max_position_embeddings, config.longtext_len, config.keep_len
+        )
+        self.encoder = Encoder(
+            config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_heads=config.num_attention_heads,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            attention_dropout=config.attention_dropout,
+        )
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.head = nn.Linear(config.hidden_size, config.projection_size)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, walk_type: str = "short"
+    ) -> torch.Tensor:
+        """The final-LN hidden state at the last position [B, D] (no head: the caller picks it by walk)."""
+        hidden = self.embeddings(input_ids, walk_type)
+        hidden = self.encoder(hidden, attn_mask=_key_mask(attention_mask))
+        return self.final_layer_norm(hidden[:, -1])
+
+
+# ------------------------------------------------------------------------------------------------------ outputs
+
+
+@dataclass
+class FGCLIP2Output(ModelOutput):
+    """Inference forward: SigLIP logits ``exp(s)·cos + b`` and the normalised embeddings."""
+
+    loss: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+
+
+@dataclass
+class FGCLIP2Stage2Output(ModelOutput):
+    """Training forward: the weighted total, every term unweighted, and the rank margin for the next step."""
+
+    loss: torch.Tensor | None = None
+    loss_long: torch.Tensor | None = None
+    loss_short: torch.Tensor | None = None
+    loss_region: torch.Tensor | None = None
+    loss_tic: torch.Tensor | None = None
+    loss_hard: torch.Tensor | None = None
+    loss_hard_itc: torch.Tensor | None = None
+    loss_hard_pair: torch.Tensor | None = None
+    loss_hard_rank: torch.Tensor | None = None
+    hard_margin: torch.Tensor | None = None
+
+
+@dataclass
+class FGCLIP2LossWeights:
+    """Loss weights of the reference recipe (spec fgclip-v2 §2.5)."""
+
+    region: float = 0.2
+    tic: float = 0.1
+    hard: float = 0.5
+    hard_itc: float = 0.6
+    hard_pair: float = 3.0
+    hard_rank: float = 0.4
+    margin_max: float = 10.0
+
+
+# --------------------------------------------------------------------------------------------------------- model
+
+
+class FGCLIP2PreTrainedModel(StrictLoadingMixin, PreTrainedModel):
+    config_class = FGCLIP2Config
+    config: FGCLIP2Config
+    base_model_prefix = "fgclip2"
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = [
+        "EncoderLayer",
+        "WalkTextEmbeddings",
+        "FGCLIP2VisionEmbeddings",
+        "MultiheadAttentionPoolingHead",
+    ]
+    _keys_to_ignore_on_load_unexpected = [r"position_ids"]
+    # attached by the reference trainer; inference checkpoints do not carry them
+    _keys_to_ignore_on_load_missing = [r"^logit_scale_finegraind$", r"^logit_scale_hardneg$"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """SigLIP-style initialisation for weights a checkpoint does not provide."""
+        if isinstance(module, WalkTextEmbeddings):
+            for table in (
+                module.token_embedding,
+                module.position_embedding,
+                module.position_embedding_res,
+                module.position_embedding_ori,
+            ):
+                init.normal_(table.weight, std=table.embedding_dim**-0.5)
+        elif isinstance(module, FGCLIP2VisionEmbeddings):
+            width = module.patch_embedding.in_features
+            init.uniform_(module.patch_embedding.weight, -(width**-0.5), width**-0.5)
+            init.zeros_(module.patch_embedding.bias)
+            init.normal_(module.position_embedding.weight, std=module.position_embedding.embedding_dim**-0.5)
+        elif isinstance(module, MultiheadAttentionPoolingHead):
+            init.xavier_uniform_(module.probe)
+            init.xavier_uniform_(module.attention.in_proj_weight)
+            init.zeros_(module.attention.in_proj_bias)
+            init.xavier_uniform_(module.attention.out_proj.weight)
+            init.zeros_(module.attention.out_proj.bias)
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif module is self:
+            init.zeros_(self.logit_scale)
+            init.zeros_(self.logit_bias)
+            init.constant_(self.logit_scale_finegraind, self.config.extra_logit_scale_init)
+            init.constant_(self.logit_scale_hardneg, self.config.extra_logit_scale_init)
+
+
+class FGCLIP2Model(FGCLIP2PreTrainedModel):
+    """FG-CLIP 2.
+
+    Feature API (un-normalised outputs unless stated):
+
+    * :meth:`get_image_features` (``pixel_values``, ``pixel_attention_mask``, ``spatial_shapes``) -> [B, D];
+    * :meth:`get_text_features` with ``walk_type`` ``"short"`` (≤ 64 tokens, ``text_model.head``), ``"box"``
+      (≤ 64, ``boxtext_head``) or ``"long"`` (≤ 196, ``longtext_head``);
+    * :meth:`get_image_dense_features` (alias ``get_image_dense_feature``) -> [B, N, D] in the box-text space;
+    * :meth:`get_image_region_features` (pixel boxes + original image sizes) -> one [K_b, D] tensor per image;
+      :meth:`get_image_box_roi_features` (the reference's eval API: grid-unit boxes) -> normalised [ΣK, D].
+
+    ``forward`` gives SigLIP logits, or — called with a stage-2 batch — the training losses (:meth:`stage2_loss`).
+    """
+
+    def __init__(self, config: FGCLIP2Config) -> None:
+        super().__init__(config)
+        text_cfg, vision_cfg = config.text_config, config.vision_config
+        self.text_model = FGCLIP2TextTransformer(text_cfg)
+        self.vision_model = FGCLIP2VisionTransformer(vision_cfg)
+        self.dense_feature_head = MultiheadAttentionPoolingHead(vision_cfg)
+        self.longtext_head = nn.Linear(text_cfg.hidden_size, text_cfg.hidden_size)
+        self.boxtext_head = nn.Linear(text_cfg.hidden_size, text_cfg.hidden_size)
+        self.logit_scale = nn.Parameter(torch.zeros(1))
+        self.logit_bias = nn.Parameter(torch.zeros(1))
+        self.logit_scale_finegraind = nn.Parameter(torch.tensor(config.extra_logit_scale_init))
+        self.logit_scale_hardneg = nn.Parameter(torch.tensor(config.extra_logit_scale_init))
+        # margin of the cross-modal rank loss, updated by each training step (not part of the checkpoint)
+        self.register_buffer("hard_margin", torch.zeros(()), persistent=False)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------- feature API
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        """Global image embeddings [B, D] (attention pooling of the post-LN patch tokens)."""
+        tokens = self.vision_model(pixel_values, pixel_attention_mask, self._shapes(pixel_values, spatial_shapes))
+        return self.vision_model.head(tokens, pixel_attention_mask)
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: object = None,
+        walk_type: str = "short",
+        **_: object,
+    ) -> torch.Tensor:
+        """Text embeddings [B, D] by walk: short -> ``text_model.head``, box -> ``boxtext_head``, long ->
+        ``longtext_head``. Pooled at the last position: pad to 64 (short/box) or 196 (long) as in training."""
+        pooled = self.text_model(input_ids, attention_mask, _check_walk(walk_type))
+        return self._text_head(walk_type)(pooled)
+
+    def get_image_dense_features(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        """Per-patch features [B, N, D] from the dense head (rows past h·w are padding)."""
+        tokens = self.vision_model(pixel_values, pixel_attention_mask, self._shapes(pixel_values, spatial_shapes))
+        return self.dense_feature_head.dense(tokens, pixel_attention_mask)
+
+    get_image_dense_feature = get_image_dense_features  # the reference's name
+
+    def get_image_region_features(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+        image_sizes: list[tuple[int, int]] | None = None,
+        region_infos: list | None = None,
+        **_: object,
+    ) -> list[torch.Tensor]:
+        """Region features, one un-normalised [K_b, D] tensor per image.
+
+        ``region_infos[b]``: xyxy boxes in pixels of the original image ``b``, whose (height, width) is
+        ``image_sizes[b]``. Boxes are clipped to the image.
+        """
+        if image_sizes is None or region_infos is None:
+            raise ValueError("get_image_region_features needs image_sizes=[(H, W), ...] and region_infos=[boxes, ...]")
+        if not len(image_sizes) == len(region_infos) == pixel_values.shape[0]:
+            raise ValueError(
+                f"got {len(image_sizes)} image sizes and {len(region_infos)} box lists for {pixel_values.shape[0]} "
+                "images"
+            )
+        shapes = self._shapes(pixel_values, spatial_shapes)
+        dense = self.get_image_dense_features(pixel_values, pixel_attention_mask, shapes)
+        normalised = []
+        for b, (boxes, (height, width)) in enumerate(zip(region_infos, image_sizes, strict=True)):
+            boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+            check_boxes(boxes, what=f"region of image {b}:")
+            normalised.append(boxes / torch.tensor([width, height, width, height], dtype=torch.float32))
+        features = self._region_features(dense, shapes, normalised)
+        return list(features.split([len(b) for b in normalised]))
+
+    def get_image_box_roi_features(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+        box_info: list[torch.Tensor] | None = None,
+        **_: object,
+    ) -> torch.Tensor:
+        """The reference eval API: ``box_info[b]`` is [K, 5] (0, x1, y1, x2, y2) or [K, 4] in feature-grid units
+        of image ``b``; returns the **L2-normalised** RoI features [ΣK, D]."""
+        if box_info is None:
+            raise ValueError("box_info is required")
+        shapes = self._shapes(pixel_values, spatial_shapes)
+        dense = self.get_image_dense_features(pixel_values, pixel_attention_mask, shapes)
+        grid_hw = shapes.tolist()
+        normalised = []
+        for b, boxes in enumerate(box_info):
+            boxes = torch.as_tensor(boxes, dtype=torch.float32)
+            boxes = boxes[:, 1:] if boxes.shape[-1] == 5 else boxes
+            h, w = grid_hw[b]
+            normalised.append(boxes.reshape(-1, 4) / torch.tensor([w, h, w, h], dtype=torch.float32))
+        return normalize(self._region_features(dense, shapes, normalised).float())
+
+    # ----------------------------------------------------------------------------------------------- forward
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        walk_type: str = "short",
+        return_loss: bool = False,
+        **stage2_batch,
+    ) -> FGCLIP2Output | FGCLIP2Stage2Output:
+        """SigLIP logits for (texts, images) — ``logits_per_text = exp(s)·T·Iᵀ + b`` — or the stage-2 losses when
+        called with a training batch (``text_short``, ``text_long``, ``box_*``, ``hard_*``)."""
+        if stage2_batch:
+            return self.stage2_loss(
+                pixel_values=pixel_values,
+                pixel_attention_mask=pixel_attention_mask,
+                spatial_shapes=spatial_shapes,
+                **stage2_batch,
+            )
+        if input_ids is None or pixel_values is None:
+            raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with text_short)")
+        image_embeds = normalize(self.get_image_features(pixel_values, pixel_attention_mask, spatial_shapes))
+        text_embeds = normalize(self.get_text_features(input_ids, attention_mask, walk_type=walk_type))
+        logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.T + self.logit_bias
+        loss = None
+        if return_loss:
+            loss = sigmoid_loss(text_embeds, image_embeds, self.logit_scale.exp(), self.logit_bias)
+        return FGCLIP2Output(loss, logits_per_text.T, logits_per_text, text_embeds, image_embeds)
+
+    def stage2_loss(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None,
+        spatial_shapes: torch.Tensor,
+        text_short: torch.Tensor,
+        text_long: torch.Tensor | None = None,
+        box_infos: torch.Tensor | None = None,
+        box_texts: torch.Tensor | None = None,
+        box_nums: torch.Tensor | None = None,
+        hard_infos: torch.Tensor | None = None,
+        hard_texts: torch.Tensor | None = None,
+        hard_nums: torch.Tensor | None = None,
+        hard_text_mask: torch.Tensor | None = None,
+        add_box_loss: bool = False,
+        use_hard_neg: bool = False,
+        hard_margin: torch.Tensor | float | None = None,
+        weights: FGCLIP2LossWeights | None = None,
+        gather=gather_with_grad,
+        **_: object,
+    ) -> FGCLIP2Stage2Output:
+        """FG-CLIP 2 stage-2 losses (spec fgclip-v2 §2.5) for a batch in the reference layout.
+
+        Global: ``L_sig(I, long) + L_sig(I, short)`` (texts gathered across ranks with ``gather``). Local:
+        region InfoNCE, TIC over region texts, and the hard-negative block ``0.6·itc + 3·pair + 0.4·rank``.
+        Boxes: ``box_infos`` [B, S, 4] or [B·S, 4] normalised xyxy, ``box_texts`` [B·S, L], ``box_nums`` [B];
+        ``hard_infos`` / ``hard_nums`` with flagged boxes packed first and ``hard_texts`` [H, K1, L] (or flat
+        [H·K1, L]) holding each box's positive then negatives. ``hard_margin`` defaults to the model's running
+        margin, which a training-mode call replaces with the new estimate (mean over ranks, clamped to
+        [0, ``weights.margin_max``]), returned as ``hard_margin``.
+        """
+        weights = weights or FGCLIP2LossWeights()
+        batch = pixel_values.shape[0]
+        shapes = self._shapes(pixel_values, spatial_shapes)
+        tokens = self.vision_model(pixel_values, pixel_attention_mask, shapes)
+        image_embeds = normalize(self.vision_model.head(tokens, pixel_attention_mask))
+
+        # every 64-position text (short captions, box captions, hard candidates) in one tower call
+        pieces = [text_short]
+        if add_box_loss:
+            pieces.append(box_texts.reshape(-1, box_texts.shape[-1]))
+        num_hard = candidates = 0
+        if use_hard_neg and hard_texts is not None and hard_texts.numel():
+            num_hard, candidates, hard_rows = _hard_layout(hard_texts, hard_nums)
+            pieces.append(hard_rows)
+        pooled = self._short_tower(pieces)
+        short_pooled, *rest = pooled.split([p.shape[0] for p in pieces])
+
+        out = FGCLIP2Stage2Output()
+        scale, bias = self.logit_scale.exp(), self.logit_bias
+        short_embeds = normalize(self.text_model.head(short_pooled))
+        short_all, offset = gather(short_embeds)
+        out.loss_short = sigmoid_loss(image_embeds, short_all, scale, bias, offset)
+        loss = out.loss_short
+        if text_long is not None:
+            long_embeds = normalize(self.longtext_head(self.text_model(text_long, walk_type="long")))
+            long_all, _ = gather(long_embeds)
+            out.loss_long = sigmoid_loss(image_embeds, long_all, scale, bias, offset)
+            loss = loss + out.loss_long
+
+        dense = None
+        if add_box_loss or num_hard:
+            dense = self.dense_feature_head.dense(tokens, pixel_attention_mask)
+        if add_box_loss:
+            boxes = box_infos.reshape(batch, -1, 4)[..., :4]
+            valid = _first_slots(boxes.shape[1], box_nums, batch, boxes.device)
+            regions = normalize(self._slot_region_features(dense, shapes, boxes))
+            texts = normalize(self.boxtext_head(rest.pop(0)))
+            out.loss_region = masked_contrastive_loss(regions, texts, valid, self.logit_scale_finegraind.exp())
+            out.loss_tic = text_intra_contrastive_loss(texts, valid)
+            loss = loss + weights.region * out.loss_region + weights.tic * out.loss_tic
+
+        margin = self.hard_margin if hard_margin is None else torch.as_tensor(hard_margin, dtype=torch.float32)
+        out.hard_margin = margin
+        if num_hard:
+            boxes = hard_infos.reshape(batch, -1, 4)[..., :4]
+            valid = _first_slots(boxes.shape[1], hard_nums, batch, boxes.device)
+            order = torch.sort(valid.flatten().int(), descending=True, stable=True).indices[:num_hard]
+            regions = normalize(self._slot_region_features(dense, shapes, boxes)[order])
+            texts = normalize(self.boxtext_head(rest.pop(0))).reshape(num_hard, candidates, -1)
+            mask = None if hard_text_mask is None else hard_text_mask.reshape(num_hard, candidates).bool()
+            terms = fgclip2_hard_negative_terms(regions, texts, self.logit_scale_hardneg.exp(), margin, mask)
+            out.loss_hard_itc, out.loss_hard_pair, out.loss_hard_rank = terms.itc, terms.pair, terms.rank
+            out.loss_hard = (
+                weights.hard_itc * terms.itc + weights.hard_pair * terms.pair + weights.hard_rank * terms.rank
+            )
+            loss = loss + weights.hard * out.loss_hard
+            estimate = terms.margin_estimate
+        else:
+            if use_hard_neg:
+                out.loss_hard = image_embeds.sum() * 0.0
+            estimate = margin.to(image_embeds.device)  # ranks without hard boxes contribute their current margin
+        if use_hard_neg:
+            out.hard_margin = all_reduce_mean(estimate.float()).clamp(0.0, weights.margin_max)
+            if self.training and hard_margin is None:
+                self.hard_margin.copy_(out.hard_margin)
+        out.loss = loss
+        return out
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    @staticmethod
+    def _shapes(pixel_values: torch.Tensor, spatial_shapes: torch.Tensor | None) -> torch.Tensor:
+        if spatial_shapes is None:
+            raise ValueError("spatial_shapes [B, 2] (patch rows, patch columns) is required; the processor returns it")
+        if spatial_shapes.shape != (pixel_values.shape[0], 2):
+            raise ValueError(f"spatial_shapes must be [B, 2], got {tuple(spatial_shapes.shape)}")
+        return spatial_shapes
+
+    def _text_head(self, walk_type: str) -> nn.Module:
+        return {"short": self.text_model.head, "box": self.boxtext_head, "long": self.longtext_head}[walk_type]
+
+    def _short_tower(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        """Pooled 64-position features of several id batches in one tower call (same length required: pooling
+        reads the last position, so the pieces must already be padded alike)."""
+        lengths = {p.shape[-1] for p in pieces}
+        if len(lengths) != 1:
+            raise ValueError(f"short, box and hard texts must share one padded length, got {sorted(lengths)}")
+        return self.text_model(torch.cat(pieces), walk_type="short")
+
+    @staticmethod
+    def _feature_maps(dense: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
+        """[B, N, D] dense tokens -> [B, D, Hmax, Wmax] maps, each image's h×w grid edge-replicated to the batch
+        maximum (RoIAlign clamps samples to the border, so boxes inside the image read exactly their own map)."""
+        h, w = shapes[:, 0], shapes[:, 1]
+        h_max, w_max = (int(v) for v in shapes.max(0).values.tolist())
+        rows = torch.minimum(torch.arange(h_max, device=dense.device)[None, :], (h - 1)[:, None].to(dense.device))
+        cols = torch.minimum(torch.arange(w_max, device=dense.device)[None, :], (w - 1)[:, None].to(dense.device))
+        index = rows[:, :, None] * w.to(dense.device)[:, None, None] + cols[:, None, :]  # [B, Hmax, Wmax]
+        gathered = torch.gather(dense, 1, index.reshape(dense.shape[0], -1, 1).expand(-1, -1, dense.shape[-1]))
+        return gathered.reshape(dense.shape[0], h_max, w_max, -1).permute(0, 3, 1, 2)
+
+    def _region_features(self, dense: torch.Tensor, shapes: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Un-normalised RoI features [ΣK, D] of per-image normalised xyxy boxes (clipped to the image)."""
+        maps = self._feature_maps(dense, shapes)
+        if not boxes or sum(len(b) for b in boxes) == 0:
+            return dense.new_zeros(0, dense.shape[-1])
+        scale = shapes.flip(-1).repeat(1, 2).to(torch.float32)  # (w, h, w, h) per image
+        rois = []
+        for b, bx in enumerate(boxes):
+            grid = bx.to(torch.float32).clamp(0, 1) * scale[b]
+            rois.append(torch.cat([torch.full((len(bx), 1), float(b)), grid], dim=1))
+        return roi_features(maps, torch.cat(rois).to(dense.device))
+
+    def _slot_region_features(self, dense: torch.Tensor, shapes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """RoI features of every box slot, boxes [B, S, 4] normalised -> [B·S, D] (padding slots give zeros)."""
+        batch, slots, _ = boxes.shape
+        maps = self._feature_maps(dense, shapes)
+        scale = shapes.flip(-1).repeat(1, 2).to(device=boxes.device, dtype=torch.float32)
+        grid = boxes.float().clamp(0, 1) * scale[:, None, :]
+        index = torch.arange(batch, device=boxes.device, dtype=torch.float32).repeat_interleave(slots)
+        return roi_features(maps, torch.cat([index[:, None], grid.reshape(-1, 4)], dim=1))
+
+    # ------------------------------------------------------------------------------ initialisation helpers
+
+    @classmethod
+    def from_siglip2(cls, source, **kwargs) -> FGCLIP2Model:
+        """Convert a SigLIP 2 (NaFlex) ``Siglip2Model`` — or a folder holding one — into FG-CLIP 2.
+
+        The SigLIP 2 weights load unchanged; the parts FG-CLIP 2 adds are initialised as the reference's
+        ``from_siglip2`` recipe does (:meth:`init_from_siglip2_heads`), the two extra temperatures at
+        ``config.extra_logit_scale_init``. Any other missing or unexpected key is an error.
+        """
+        from transformers import Siglip2Model
+
+        siglip = source if isinstance(source, Siglip2Model) else Siglip2Model.from_pretrained(source, **kwargs)
+        model = cls(fgclip2_config_from_siglip2(siglip.config)).to(siglip.dtype)
+        state = {k: v for k, v in siglip.state_dict().items() if not k.endswith("position_ids")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        added = (
+            "text_model.embeddings.position_embedding_res.",
+            "text_model.embeddings.position_embedding_ori.",
+            "dense_feature_head.",
+            "longtext_head.",
+            "boxtext_head.",
+            "logit_scale_finegraind",
+            "logit_scale_hardneg",
+        )
+        surprising = [k for k in missing if not k.startswith(added)]
+        if surprising or unexpected:
+            raise ValueError(f"not a SigLIP 2 NaFlex state dict: missing {surprising}, unexpected {unexpected}")
+        model.init_from_siglip2_heads()
+        with torch.no_grad():
+            model.logit_scale_finegraind.fill_(model.config.extra_logit_scale_init)
+            model.logit_scale_hardneg.fill_(model.config.extra_logit_scale_init)
+        return model.eval()
+
+    def init_from_siglip2_heads(self) -> None:
+        """The reference's ``from_siglip2`` step: stretch the 64-row table into both 196-row long tables, copy
+        ``text_model.head`` into ``longtext_head`` and ``boxtext_head``, and ``vision_model.head`` into
+        ``dense_feature_head``."""
+        from fgclip_model.longclip.stretch import stretch_positions
+
+        emb = self.text_model.embeddings
+        with torch.no_grad():
+            table = stretch_positions(
+                emb.position_embedding.weight, emb.position_embedding_res.num_embeddings, emb.keep_positions
+            )
+            emb.position_embedding_res.weight.copy_(table)
+            emb.position_embedding_ori.weight.copy_(table)
+            for head in (self.longtext_head, self.boxtext_head):
+                head.load_state_dict(self.text_model.head.state_dict())
+            self.dense_feature_head.load_state_dict(self.vision_model.head.state_dict())
+
+
+def _first_slots(slots: int, nums: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """[B·S] mask of the first ``nums[b]`` slots of every image."""
+    return (torch.arange(slots, device=device)[None, :] < nums.reshape(batch, 1).to(device)).flatten()
+
+
+def _hard_layout(hard_texts: torch.Tensor, hard_nums: torch.Tensor | None) -> tuple[int, int, torch.Tensor]:
+    """(H, K1, [H·K1, L] ids) from [H, K1, L] hard texts, or flat [H·K1, L] with H = Σ hard_nums (one sync)."""
+    if hard_texts.ndim == 3:
+        return hard_texts.shape[0], hard_texts.shape[1], hard_texts.reshape(-1, hard_texts.shape[-1])
+    if hard_nums is None:
+        raise ValueError("flat hard_texts need hard_nums")
+    num_hard = int(hard_nums.sum())
+    if num_hard == 0 or hard_texts.shape[0] % num_hard:
+        raise ValueError(
+            f"{hard_texts.shape[0]} hard texts cannot be split evenly over {num_hard} hard boxes (sum of hard_nums)"
+        )
+    return num_hard, hard_texts.shape[0] // num_hard, hard_texts

@@ -1,0 +1,302 @@
+"""FG-CLIP 2 properties: walk limits, batched heads == one-by-one, batched RoI == per image, NaFlex buckets,
+SigLIP 2 conversion and stage-2 edge cases the reference silently dropped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.ops import roi_align
+from transformers import Siglip2Config, Siglip2Model
+
+from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
+from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor, patch_bucket
+
+
+def _config(**vision) -> FGCLIP2Config:
+    return FGCLIP2Config(
+        text_config={
+            "vocab_size": 300,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_patches": 16,
+            "patch_size": 4,
+            **vision,
+        },
+    )
+
+
+@pytest.fixture
+def model() -> FGCLIP2Model:
+    torch.manual_seed(0)
+    return FGCLIP2Model(_config()).eval()
+
+
+def _images(shapes, length, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(len(shapes), length, 48, generator=g)
+    mask = torch.zeros(len(shapes), length, dtype=torch.int32)
+    for i, (h, w) in enumerate(shapes):
+        mask[i, : h * w] = 1
+        pixels[i, h * w :] = 0
+    return pixels, mask, torch.tensor(shapes)
+
+
+# ----------------------------------------------------------------------------------------------- text walks
+
+
+@pytest.mark.parametrize(("walk", "limit"), [("short", 64), ("box", 64), ("long", 196)])
+def test_text_limits(model, walk, limit):
+    model.get_text_features(torch.randint(4, 300, (1, limit)), walk_type=walk)
+    model.get_text_features(torch.randint(4, 300, (1, 7)), walk_type=walk)  # any shorter length works
+    with pytest.raises(ValueError, match=f"{limit + 1} tokens but the {walk} walk has {limit} positions"):
+        model.get_text_features(torch.randint(4, 300, (1, limit + 1)), walk_type=walk)
+    with pytest.raises(ValueError, match="walk_type must be one of"):
+        model.get_text_features(torch.randint(4, 300, (1, 5)), walk_type="medium")
+
+
+@torch.no_grad()
+def test_long_walk_reads_ori_then_res(model):
+    emb = model.text_model.embeddings
+    table = emb.position_table("long", 196)
+    assert torch.equal(table[:20], emb.position_embedding_ori.weight[:20])
+    assert torch.equal(table[20:], emb.position_embedding_res.weight[20:])
+
+
+@torch.no_grad()
+def test_text_batch_equals_one_by_one_with_masks(model):
+    ids = torch.randint(4, 300, (3, 64))
+    mask = torch.ones(3, 64, dtype=torch.long)
+    mask[0, 10:] = 0
+    mask[1, 40:] = 0
+    for walk in ("short", "box"):
+        batch = model.get_text_features(ids, mask, walk_type=walk)
+        single = torch.cat([model.get_text_features(ids[i : i + 1], mask[i : i + 1], walk_type=walk) for i in range(3)])
+        torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------- vision / heads
+
+
+def _reference_map_pooling(head, tokens, mask):
+    """The reference's per-sample loop through nn.MultiheadAttention with an additive key mask."""
+    outs = []
+    for i in range(tokens.shape[0]):
+        additive = torch.zeros(1, tokens.shape[1])
+        additive[0, mask[i] == 0] = torch.finfo(tokens.dtype).min
+        attn_mask = additive[None].expand(head.num_heads, 1, -1)
+        a = head.attention(head.probe, tokens[i : i + 1], tokens[i : i + 1], attn_mask=attn_mask)[0]
+        outs.append((a + head.mlp(head.layernorm(a)))[:, 0])
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def test_batched_pooling_head_equals_reference_loop(model):
+    pixels, mask, shapes = _images([(4, 4), (2, 3), (3, 2)], 16)
+    tokens = model.vision_model(pixels, mask, shapes)
+    torch.testing.assert_close(
+        model.vision_model.head(tokens, mask),
+        _reference_map_pooling(model.vision_model.head, tokens, mask),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+@torch.no_grad()
+def test_image_features_batch_equals_one_by_one(model):
+    pixels, mask, shapes = _images([(4, 4), (2, 3), (3, 2), (1, 5)], 16)
+    batch = model.get_image_features(pixels, mask, shapes)
+    single = torch.cat(
+        [model.get_image_features(pixels[i : i + 1], mask[i : i + 1], shapes[i : i + 1]) for i in range(4)]
+    )
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-4)
+    dense = model.get_image_dense_features(pixels, mask, shapes)
+    for i, (h, w) in enumerate(shapes.tolist()):
+        one = model.get_image_dense_features(pixels[i : i + 1], mask[i : i + 1], shapes[i : i + 1])
+        torch.testing.assert_close(dense[i, : h * w], one[0, : h * w], atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_batched_regions_equal_per_image_roi_align(model):
+    pixels, mask, shapes = _images([(4, 4), (2, 3), (3, 2)], 16, seed=1)
+    sizes = [(64, 64), (30, 50), (90, 40)]
+    boxes = [[[0, 0, 64, 64], [10.5, 3, 40, 33]], [[0, 0, 50, 30], [49, 29, 50, 30]], [[5, 80, 39.9, 90]]]
+    got = model.get_image_region_features(pixels, mask, shapes, image_sizes=sizes, region_infos=boxes)
+    dense = model.get_image_dense_features(pixels, mask, shapes)
+    for i, ((h, w), (height, width)) in enumerate(zip(shapes.tolist(), sizes, strict=True)):
+        fmap = dense[i, : h * w].T.reshape(1, -1, h, w)
+        grid = torch.tensor(boxes[i]) * torch.tensor([w / width, h / height] * 2)
+        rois = torch.cat([torch.zeros(len(grid), 1), grid], dim=1)
+        want = roi_align(fmap, rois, (1, 1), 1.0, -1, True)[:, :, 0, 0]
+        torch.testing.assert_close(got[i], want, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="x2 < x1"):
+        model.get_image_region_features(
+            pixels[:1], mask[:1], shapes[:1], image_sizes=[(64, 64)], region_infos=[[[9, 0, 1, 5]]]
+        )
+    with pytest.raises(ValueError, match="image_sizes"):
+        model.get_image_region_features(pixels, mask, shapes)
+
+
+# ------------------------------------------------------------------------------------------ image processor
+
+
+@pytest.mark.parametrize(
+    ("wh", "bucket", "grid"),
+    [
+        ((640, 480), 1024, (27, 36)),
+        ((224, 224), 256, (16, 16)),
+        ((100, 100), 128, (11, 11)),
+        ((500, 375), 784, (24, 32)),
+        ((1000, 1000), 1024, (32, 32)),
+        ((2000, 50), 576, (4, 144)),
+    ],
+)
+def test_dynamic_buckets_match_the_reference_examples(wh, bucket, grid):
+    width, height = wh
+    assert patch_bucket(height, width) == bucket
+    image = Image.fromarray(np.zeros((height, width, 3), dtype=np.uint8))
+    out = FGCLIP2ImageProcessor()(image, max_num_patches=16384, return_tensors="pt")  # ignored when dynamic
+    assert out["pixel_values"].shape == (1, bucket, 768)
+    assert tuple(out["spatial_shapes"][0].tolist()) == grid
+    assert int(out["pixel_attention_mask"].sum()) == grid[0] * grid[1]
+
+
+def test_fixed_budget_is_honoured_and_the_largest_bucket_wins():
+    small = Image.fromarray(np.zeros((50, 50, 3), dtype=np.uint8))
+    large = Image.fromarray(np.zeros((480, 640, 3), dtype=np.uint8))
+    fixed = FGCLIP2ImageProcessor()(large, max_num_patches=64, dynamic_max_patches=False, return_tensors="pt")
+    assert fixed["pixel_values"].shape == (1, 64, 768)
+    mixed = FGCLIP2ImageProcessor()([small, large], return_tensors="pt")
+    assert mixed["pixel_values"].shape[1] == 1024
+
+
+# ------------------------------------------------------------------------------------- SigLIP 2 conversion
+
+
+@torch.no_grad()
+def test_from_siglip2_keeps_siglip2_numbers():
+    torch.manual_seed(0)
+    siglip = Siglip2Model(
+        Siglip2Config(
+            text_config={
+                "vocab_size": 300,
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+            },
+            vision_config={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_patches": 16,
+                "patch_size": 4,
+            },
+        )
+    ).eval()
+    model = FGCLIP2Model.from_siglip2(siglip)
+    assert model.config.model_type == "fgclip2" and model.config.text_config.longtext_len == 196
+    ids = torch.randint(4, 300, (3, 64))
+    pixels, mask, shapes = _images([(4, 4), (2, 3), (3, 2)], 16)
+    torch.testing.assert_close(model.get_text_features(ids), siglip.get_text_features(ids).pooler_output)
+    want = siglip.get_image_features(
+        pixel_values=pixels, pixel_attention_mask=mask, spatial_shapes=shapes
+    ).pooler_output
+    torch.testing.assert_close(model.get_image_features(pixels, mask, shapes), want, atol=1e-5, rtol=1e-4)
+    # heads copied, long tables stretched 64 -> 196, dense head = pooling head
+    torch.testing.assert_close(model.get_text_features(ids, walk_type="box"), model.get_text_features(ids))
+    emb = model.text_model.embeddings
+    assert torch.equal(emb.position_embedding_res.weight[:20], emb.position_embedding.weight[:20])
+    assert torch.equal(emb.position_embedding_ori.weight[24], emb.position_embedding.weight[21])
+    assert torch.equal(model.dense_feature_head.probe, model.vision_model.head.probe)
+    assert model.logit_scale_hardneg.item() == pytest.approx(4.6052)
+
+
+# --------------------------------------------------------------------------------------- stage-2 edge cases
+
+
+def _stage2_batch(box_nums, hard_nums, negatives=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = len(box_nums)
+    pixels, mask, shapes = _images([(4, 4), (2, 3), (3, 2), (4, 2)][:b], 16, seed)
+    xy = torch.rand(b, 4, 2, generator=g) * 0.5
+    boxes = torch.cat([xy, xy + 0.3], -1)
+    keep = torch.arange(4)[None] < torch.tensor(box_nums)[:, None]
+    hard_keep = torch.arange(4)[None] < torch.tensor(hard_nums)[:, None]
+    h = sum(hard_nums)
+    return {
+        "pixel_values": pixels,
+        "pixel_attention_mask": mask,
+        "spatial_shapes": shapes,
+        "text_short": torch.randint(4, 300, (b, 64), generator=g),
+        "text_long": torch.randint(4, 300, (b, 196), generator=g),
+        "box_infos": torch.where(keep[..., None], boxes, 0.0),
+        "box_nums": torch.tensor(box_nums),
+        "box_texts": torch.randint(4, 300, (4 * b, 64), generator=g),
+        "hard_infos": torch.where(hard_keep[..., None], boxes, 0.0),
+        "hard_nums": torch.tensor(hard_nums),
+        "hard_texts": torch.randint(4, 300, (h, 1 + negatives, 64), generator=g),
+        "add_box_loss": True,
+        "use_hard_neg": True,
+    }
+
+
+def test_few_boxes_never_drop_losses_silently(model):
+    """The reference wrapped these terms in a bare except: 1 box (squeeze), < 10 boxes (topk) or no hard box
+    silently removed them. Here each case gives finite, present terms and finite gradients."""
+    model.train()
+    for box_nums, hard_nums in (([1, 0], [0, 0]), ([2, 1], [1, 0]), ([0, 0], [0, 0]), ([4, 4, 4], [2, 1, 3])):
+        out = model(**_stage2_batch(box_nums, hard_nums))
+        for term in ("loss", "loss_short", "loss_long", "loss_region", "loss_tic", "loss_hard"):
+            assert torch.isfinite(getattr(out, term)), (box_nums, term)
+        model.zero_grad()
+        out.loss.backward()
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()
+
+
+@torch.no_grad()
+def test_tic_with_fewer_than_ten_texts_uses_what_exists(model):
+    from fgclip_model.losses import text_intra_contrastive_loss
+
+    text = F.normalize(torch.randn(6, 8), dim=-1)
+    valid = torch.tensor([True, True, True, False, False, False])
+    got = text_intra_contrastive_loss(text, valid)
+    sim = text[:3] @ text[:3].T
+    sim.fill_diagonal_(0)
+    sim[sim > 0.95] = 0
+    torch.testing.assert_close(got, torch.logsumexp(sim, dim=1).mean())
+
+
+def test_hard_negative_terms_with_uneven_negative_counts():
+    from fgclip_model.losses import fgclip2_hard_negative_terms
+
+    torch.manual_seed(0)
+    region = F.normalize(torch.randn(2, 8), dim=-1)
+    cands = F.normalize(torch.randn(2, 4, 8), dim=-1)
+    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    scale, margin = torch.tensor(10.0), 0.5
+    terms = fgclip2_hard_negative_terms(region, cands, scale, margin, mask)
+    # written out per box: box 0 has 3 negatives, box 1 has 1
+    real = [cands[0], cands[1, :2]]
+    pair = torch.stack([F.cross_entropy(scale * (real[i] @ region[i])[None], torch.tensor([0])) for i in range(2)])
+    torch.testing.assert_close(terms.pair, pair.mean())
+    hinges = torch.cat(
+        [(margin + scale * (real[i][1:] @ region[i]) - scale * real[i][0] @ region[i]).clamp(min=0) for i in range(2)]
+    )
+    torch.testing.assert_close(terms.rank, hinges.mean())
+    columns = torch.cat([cands[:, 0], cands[0, 1:], cands[1, 1:2]])
+    i2t = F.cross_entropy(scale * region @ columns.T, torch.arange(2))
+    t2i = F.cross_entropy(scale * cands[:, 0] @ region.T, torch.arange(2))
+    torch.testing.assert_close(terms.itc, (i2t + t2i) / 2)

@@ -1,0 +1,100 @@
+"""FG-CLIP 2 stage-2 losses against the reference trainer's FG_CLIP2_Model.forward (golden v2_loss_s1)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fgclip_model.fgclip2 import FGCLIP2Model
+
+LOSS_TOL = {"atol": 1e-5, "rtol": 1e-5}
+GRAD_TOL = {"atol": 1e-5, "rtol": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def case(golden):
+    folder = golden / "v2_loss_s1"
+    return (
+        FGCLIP2Model.from_pretrained(folder / "model").eval(),
+        load_file(folder / "io.safetensors"),
+        json.loads((folder / "meta.json").read_text())["losses"],
+    )
+
+
+def _batch(io, long=True, boxes=False, hard=False) -> dict:
+    batch = {
+        "pixel_values": io["pixel_values"],
+        "pixel_attention_mask": io["pixel_attention_mask"],
+        "spatial_shapes": io["spatial_shapes"],
+        "text_short": io["text_short"],
+    }
+    if long:
+        batch["text_long"] = io["text_long"]
+    if boxes:
+        batch.update(box_infos=io["box_infos"], box_texts=io["box_texts"], box_nums=io["box_nums"], add_box_loss=True)
+    if hard:
+        batch.update(
+            hard_infos=io["hard_infos"], hard_texts=io["hard_texts"], hard_nums=io["hard_nums"], use_hard_neg=True
+        )
+    return batch
+
+
+@torch.no_grad()
+def test_each_loss_configuration(case):
+    model, io, losses = case
+    expect = lambda v: torch.tensor(v)  # noqa: E731
+    torch.testing.assert_close(model(**_batch(io, long=False)).loss, expect(losses["loss_short_only"]), **LOSS_TOL)
+    torch.testing.assert_close(model(**_batch(io)).loss, expect(losses["loss_global"]), **LOSS_TOL)
+    out = model(**_batch(io, boxes=True))
+    torch.testing.assert_close(out.loss, expect(losses["loss_box"]), **LOSS_TOL)
+    torch.testing.assert_close(
+        out.loss_long + out.loss_short + 0.2 * out.loss_region + 0.1 * out.loss_tic, out.loss, atol=1e-6, rtol=0
+    )
+    full = model(**_batch(io, boxes=True, hard=True), hard_margin=0.0)
+    torch.testing.assert_close(full.loss, expect(losses["loss_full"]), **LOSS_TOL)
+    torch.testing.assert_close(full.hard_margin, expect(losses["tau_after"]), **LOSS_TOL)
+    inner = 0.6 * full.loss_hard_itc + 3.0 * full.loss_hard_pair + 0.4 * full.loss_hard_rank
+    torch.testing.assert_close(inner, full.loss_hard, atol=1e-6, rtol=0)
+    step2 = model(**_batch(io, boxes=True, hard=True), hard_margin=full.hard_margin)
+    torch.testing.assert_close(step2.loss, expect(losses["loss_full_step2"]), **LOSS_TOL)
+
+
+def test_gradients(case):
+    model, io, losses = case
+    model.zero_grad()
+    model(**_batch(io, boxes=True, hard=True), hard_margin=losses["tau_after"]).loss.backward()
+    params = dict(model.named_parameters())
+    names = [k.removeprefix("grad.") for k in io if k.startswith("grad.")]
+    assert len(names) == 6
+    for name in names:
+        torch.testing.assert_close(params[name].grad.reshape(io[f"grad.{name}"].shape), io[f"grad.{name}"], **GRAD_TOL)
+    model.zero_grad()
+
+
+def test_training_mode_keeps_the_running_margin(case):
+    model, io, losses = case
+    model.train()
+    try:
+        model.hard_margin.zero_()
+        with torch.no_grad():
+            first = model(**_batch(io, boxes=True, hard=True))
+            torch.testing.assert_close(model.hard_margin, torch.tensor(losses["tau_after"]), **LOSS_TOL)
+            second = model(**_batch(io, boxes=True, hard=True))
+        torch.testing.assert_close(first.loss, torch.tensor(losses["loss_full"]), **LOSS_TOL)
+        torch.testing.assert_close(second.loss, torch.tensor(losses["loss_full_step2"]), **LOSS_TOL)
+        assert "hard_margin" not in model.state_dict()  # not part of the checkpoint layout
+    finally:
+        model.hard_margin.zero_()
+        model.eval()
+
+
+@torch.no_grad()
+def test_grouped_hard_texts_equal_flat(case):
+    model, io, _ = case
+    flat = model(**_batch(io, boxes=True, hard=True), hard_margin=0.0)
+    grouped = _batch(io, boxes=True, hard=True)
+    grouped["hard_texts"] = io["hard_texts"].reshape(5, 11, -1)
+    torch.testing.assert_close(model(**grouped, hard_margin=0.0).loss, flat.loss, atol=1e-6, rtol=0)
