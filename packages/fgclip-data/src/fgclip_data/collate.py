@@ -1,0 +1,142 @@
+"""Collators: samples -> the batch layout of the models' stage-2 forward (spec fgclip-v1 §2.6, fgclip-v2 §2.4).
+
+Tokenizers and image processors are passed in and used by duck typing (this package never imports
+fgclip_model): ``tokenizer(texts, padding=..., truncation=True, max_length=..., return_tensors="pt")`` and
+``image_processor(images, return_tensors="pt", **kwargs)``.
+
+Layout (B images, S = ``max_boxes`` slots, H hard boxes in the batch, K1 = most candidates of a hard box):
+``box_infos`` [B, S, 4] normalised xyxy (zeros in empty slots), ``box_texts`` [B·S, L], ``box_nums`` [B];
+``hard_infos`` [B, S, 4] with the flagged boxes first, ``hard_nums`` [B], ``hard_texts`` [H, K1, L] (positive
+first), ``hard_text_mask`` [H, K1]. Nothing assumes 4 boxes or 10 negatives. Dropped samples are counted in
+``skipped`` (reason -> count).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+
+from fgclip_data.finehard.samples import Sample, Skipped
+
+
+class _Collator:
+    short_length: int
+    long_length: int
+    padding: bool | str
+
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        max_boxes: int = 4,
+        add_box_loss: bool = True,
+        use_hard_neg: bool = True,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.max_boxes = max_boxes
+        self.add_box_loss = add_box_loss
+        self.use_hard_neg = use_hard_neg
+
+    def tokenize(self, texts: list[str], length: int) -> torch.Tensor:
+        if not texts:
+            return torch.zeros(0, length if self.padding == "max_length" else 1, dtype=torch.long)
+        out = self.tokenizer(texts, padding=self.padding, truncation=True, max_length=length, return_tensors="pt")
+        return out["input_ids"]
+
+    def images(self, images: list) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def __call__(self, items: Sequence[Sample | Skipped]) -> dict:
+        samples = [s for s in items if isinstance(s, Sample)]
+        skipped = Counter(s.reason for s in items if isinstance(s, Skipped))
+        if not samples:
+            return {"empty": True, "skipped": dict(skipped)}
+        batch: dict = self.images([s.image for s in samples])
+        batch["text_short"] = self.tokenize([s.short_caption for s in samples], self.short_length)
+        batch["text_long"] = self.tokenize([s.caption for s in samples], self.long_length)
+        batch["add_box_loss"], batch["use_hard_neg"] = self.add_box_loss, self.use_hard_neg
+        if self.add_box_loss:
+            batch.update(self.boxes(samples))
+        if self.use_hard_neg:
+            batch.update(self.hard(samples))
+        batch["skipped"] = dict(skipped)
+        batch["is_cn"] = torch.tensor([s.chinese for s in samples])
+        return batch
+
+    def boxes(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        b, slots = len(samples), self.max_boxes
+        infos = torch.zeros(b, slots, 4)
+        texts = [""] * (b * slots)
+        nums = torch.zeros(b, dtype=torch.long)
+        for i, s in enumerate(samples):
+            n = min(len(s.boxes), slots)
+            nums[i] = n
+            if n:
+                infos[i, :n] = torch.tensor(s.boxes[:n])
+                texts[i * slots : i * slots + n] = s.box_captions[:n]
+        return {"box_infos": infos, "box_texts": self.tokenize(texts, self.short_length), "box_nums": nums}
+
+    def hard(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        b, slots = len(samples), self.max_boxes
+        infos = torch.zeros(b, slots, 4)
+        nums = torch.zeros(b, dtype=torch.long)
+        groups: list[list[str]] = []
+        for i, s in enumerate(samples):
+            n = min(len(s.hard_boxes), slots)
+            nums[i] = n
+            if n:
+                infos[i, :n] = torch.tensor(s.hard_boxes[:n])
+                groups.extend(s.hard_texts[:n])
+        width = max((len(g) for g in groups), default=1)
+        mask = torch.zeros(len(groups), width, dtype=torch.bool)
+        flat = []
+        for g, texts in enumerate(groups):
+            mask[g, : len(texts)] = True
+            flat.extend(texts + [texts[0]] * (width - len(texts)))  # padding candidates are masked out
+        ids = self.tokenize(flat, self.short_length)
+        return {
+            "hard_infos": infos,
+            "hard_nums": nums,
+            "hard_texts": ids.reshape(len(groups), width, ids.shape[-1]),
+            "hard_text_mask": mask,
+        }
+
+
+class FGCLIPCollator(_Collator):
+    """FG-CLIP v1 batches: ``image`` [B, 3, S, S] (images already squashed by the dataset), ``text_short``
+    (≤ 77 tokens) and ``text_long`` (≤ 248) padded to the longest text (the model pools the first EOS)."""
+
+    short_length, long_length = 77, 248
+    padding = True
+
+    def images(self, images: list) -> dict[str, torch.Tensor]:
+        out = self.image_processor(images, do_resize=False, do_center_crop=False, return_tensors="pt")
+        return {"image": out["pixel_values"]}
+
+
+class FGCLIP2Collator(_Collator):
+    """FG-CLIP 2 batches: NaFlex ``pixel_values`` / ``pixel_attention_mask`` / ``spatial_shapes``; texts padded
+    to max length (64 / 196; the model pools the last position).
+
+    ``max_num_patches``: a fixed patch budget, or ``None`` for the reference's batch bucket (the image
+    processor's dynamic budget: the largest bucket of the batch's images).
+    """
+
+    short_length, long_length = 64, 196
+    padding = "max_length"
+
+    def __init__(self, tokenizer, image_processor, max_num_patches: int | None = None, **kwargs) -> None:
+        super().__init__(tokenizer, image_processor, **kwargs)
+        self.max_num_patches = max_num_patches
+
+    def images(self, images: list) -> dict[str, torch.Tensor]:
+        kwargs = {}
+        if self.max_num_patches is not None:
+            kwargs["max_num_patches"] = self.max_num_patches
+            if getattr(self.image_processor, "dynamic_max_patches", None) is not None:
+                kwargs["dynamic_max_patches"] = False
+        out = self.image_processor(images, return_tensors="pt", **kwargs)
+        return {k: out[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}

@@ -1,0 +1,142 @@
+"""torch datasets over FineHARD-format data (FineHARD itself, FG-Shapes, converted ShareGPT4V).
+
+Both datasets yield :class:`~fgclip_data.finehard.samples.Sample` objects (PIL image + texts + normalised boxes)
+or :class:`~fgclip_data.finehard.samples.Skipped` markers for bad records, which the collators drop and count.
+Tokenisation and image processing happen in the collators, with the tokenizer / image processor passed in.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch.distributed as dist
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from fgclip_data.finehard.paths import resolve_image_path
+from fgclip_data.finehard.reader import RecordRef, iter_records, read_records
+from fgclip_data.finehard.samples import SampleOptions, Skipped, build_sample, load_image
+from fgclip_data.report import Report, where
+
+
+class ImageResize:
+    """How images are resized in the dataset, before the image processor.
+
+    ``square``: squash to ``square x square`` (FG-CLIP v1: aspect not kept, so normalised boxes stay valid).
+    ``tiny``: squash images whose shorter side is below ``tiny[0]`` to ``tiny[1]`` squared (FG-CLIP 2's rule,
+    128 -> 512). Neither: keep the image.
+    """
+
+    def __init__(self, square: int | None = None, tiny: tuple[int, int] | None = None) -> None:
+        self.square, self.tiny = square, tiny
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if self.square:
+            return image.resize((self.square, self.square), Image.Resampling.BICUBIC)
+        if self.tiny and min(image.size) < self.tiny[0]:
+            return image.resize((self.tiny[1], self.tiny[1]), Image.Resampling.BICUBIC)
+        return image
+
+
+class _SampleMaker:
+    def __init__(self, image_root, options, resize, seed) -> None:
+        self.image_root = Path(image_root)
+        self.options = options or SampleOptions()
+        self.resize = resize or ImageResize()
+        self.seed = seed
+        self.epoch = 0
+        self.report = Report()
+
+    def make(self, ref: RecordRef):
+        at = where(ref.file, ref.index)
+        try:
+            path = resolve_image_path(ref.record.f_path, self.image_root)
+        except ValueError as err:
+            self.report.problem(str(err), ref.file, ref.index, "f_path")
+            return Skipped("f_path outside the image root", at)
+        image = load_image(path, self.report, at)
+        if image is None:
+            return Skipped("missing or corrupt image", at)
+        rng = random.Random(zlib.crc32(f"{self.seed}:{self.epoch}:{ref.file}:{ref.index}".encode()))
+        return build_sample(ref.record, self.resize(image), self.options, rng, self.report, at)
+
+
+class FineHARDDataset(Dataset):
+    """Map-style dataset over records held in memory (FG-Shapes, validation splits, moderate corpora).
+
+    ``source``: a record file, a directory of them, or a ``.txt`` listing; ``image_root``: the folder that
+    ``f_path`` resolves against (``grit-12m/`` for FineHARD). Call :meth:`set_epoch` to redraw the random
+    region-caption choices.
+    """
+
+    def __init__(
+        self,
+        source: str | Path | list[RecordRef],
+        image_root: str | Path,
+        options: SampleOptions | None = None,
+        resize: ImageResize | None = None,
+        seed: int = 0,
+        report: Report | None = None,
+    ) -> None:
+        self.maker = _SampleMaker(image_root, options, resize, seed)
+        self.records = source if isinstance(source, list) else read_records(source, report or self.maker.report)
+
+    @property
+    def report(self) -> Report:
+        return self.maker.report
+
+    def set_epoch(self, epoch: int) -> None:
+        self.maker.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        return self.maker.make(self.records[index])
+
+
+def shard_of(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """(shard index, shard count) of this process and data-loader worker: records are dealt round-robin over
+    ``world_size × num_workers`` shards, so every record is read by exactly one worker of one rank."""
+    if rank is None or world_size is None:
+        initialised = dist.is_available() and dist.is_initialized()
+        rank = dist.get_rank() if initialised else 0
+        world_size = dist.get_world_size() if initialised else 1
+    info = get_worker_info()
+    workers, worker = (info.num_workers, info.id) if info else (1, 0)
+    return rank * workers + worker, world_size * workers
+
+
+class FineHARDStream(IterableDataset):
+    """Streaming dataset: records are parsed as the files are read (never all in memory) and dealt round-robin
+    to (rank, worker) shards. Bad records and images are skipped, counted, and passed on as ``Skipped``."""
+
+    def __init__(
+        self,
+        source: str | Path,
+        image_root: str | Path,
+        options: SampleOptions | None = None,
+        resize: ImageResize | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        self.source = source
+        self.maker = _SampleMaker(image_root, options, resize, seed)
+        self.rank, self.world_size = rank, world_size
+
+    @property
+    def report(self) -> Report:
+        return self.maker.report
+
+    def set_epoch(self, epoch: int) -> None:
+        self.maker.epoch = epoch
+
+    def __iter__(self) -> Iterator:
+        shard, shards = shard_of(self.rank, self.world_size)
+        for position, ref in enumerate(iter_records(self.source, self.maker.report)):
+            if position % shards == shard:
+                yield self.maker.make(ref)

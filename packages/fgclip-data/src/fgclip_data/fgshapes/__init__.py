@@ -1,0 +1,1 @@
+"""FG-Shapes, the embedded default data set."""

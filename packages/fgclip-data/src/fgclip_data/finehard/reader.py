@@ -1,0 +1,94 @@
+"""Streaming reader of FineHARD record files: JSON arrays (``jsonfiles/*.json``) and JSON Lines.
+
+Arrays are parsed incrementally (ijson), so a 12M-record corpus never has to sit in memory as Python objects
+unless the caller asks for a list (:func:`read_records`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import ijson
+
+from fgclip_data.report import DataError, Report
+from fgclip_data.schema import FineHARDRecord, parse_record
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """A validated record and where it came from."""
+
+    file: str
+    index: int
+    record: FineHARDRecord
+
+
+def record_files(path: str | Path) -> list[Path]:
+    """The record files behind ``path``: a ``.json`` / ``.jsonl`` file, a ``.txt`` listing one file per line
+    (relative to the listing), or a directory (its ``*.json`` and ``*.jsonl``, sorted)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted([*path.glob("*.json"), *path.glob("*.jsonl")])
+        if not files:
+            raise FileNotFoundError(f"{path} holds no *.json or *.jsonl record files")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix == ".txt":
+        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return [p if p.is_absolute() else path.parent / p for p in map(Path, listed)]
+    return [path]
+
+
+def _first_char(path: Path) -> str:
+    with open(path, "rb") as f:
+        while chunk := f.read(4096):
+            stripped = chunk.lstrip()
+            if stripped:
+                return chr(stripped[0])
+    return ""
+
+
+def iter_raw(path: Path, report: Report) -> Iterator[tuple[int, object]]:
+    """(index, decoded JSON value) of every record in one file; malformed JSON is reported, never fatal unless
+    the report is strict."""
+    if _first_char(path) == "[":
+        index = -1
+        with open(path, "rb") as f:
+            try:
+                for index, item in enumerate(ijson.items(f, "item", use_float=True)):  # noqa: B007
+                    yield index, item
+            except ijson.JSONError as err:
+                report.problem(f"malformed JSON array ({err}); rest of the file skipped", str(path), index + 1)
+        return
+    with open(path, encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            if not line.strip():
+                continue
+            try:
+                yield index, json.loads(line)
+            except json.JSONDecodeError as err:
+                report.problem(f"malformed JSON line ({err.msg})", str(path), index)
+
+
+def iter_records(path: str | Path, report: Report | None = None) -> Iterator[RecordRef]:
+    """Validated records of every file behind ``path``, streamed. Invalid records are reported and skipped
+    (or raise :class:`DataError` naming file, record and field with a strict report)."""
+    report = report if report is not None else Report()
+    for file in record_files(path):
+        for index, raw in iter_raw(file, report):
+            try:
+                record = parse_record(raw, str(file), index)
+            except DataError as err:
+                report.problem(f"invalid record: {err.reason}", err.file, err.record, err.field)
+                continue
+            report.count("records")
+            yield RecordRef(str(file), index, record)
+
+
+def read_records(path: str | Path, report: Report | None = None) -> list[RecordRef]:
+    """All records behind ``path`` in memory (for map-style datasets of moderate size)."""
+    return list(iter_records(path, report))

@@ -1,0 +1,153 @@
+"""From a FineHARD record to a training sample: caption choice, box checks and clipping, hard negatives.
+
+Everything here is plain Python over one record, shared by the map-style and the streaming datasets.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image, UnidentifiedImageError
+
+from fgclip_data.report import Report
+from fgclip_data.schema import FineHARDRecord
+
+
+@dataclass
+class SampleOptions:
+    """How records become samples.
+
+    Attributes:
+        max_boxes: box slots per image (the reference: 4); the first ``max_boxes`` valid boxes are used.
+        negatives: hard negatives required per flagged box (the reference: exactly 10); ``None`` accepts any
+            number ≥ 1. A box with another count keeps its region caption but loses its hard negatives.
+        region_caption: ``"random"`` (short or long expression, drawn per load, as the reference), ``"short"``
+            or ``"long"``.
+        short_prefix: prepended to English short captions (the reference: ``"a photo of "``); not added twice.
+        lowercase: lower-case every text (the reference lower-cases all but the hard-negative positive).
+        min_box_size: boxes narrower or lower than this (normalised units, after clipping) are dropped.
+    """
+
+    max_boxes: int = 4
+    negatives: int | None = 10
+    region_caption: Literal["random", "short", "long"] = "random"
+    short_prefix: str = "a photo of "
+    lowercase: bool = True
+    min_box_size: float = 1e-3
+
+
+@dataclass
+class Sample:
+    """One training example, before tokenisation and image processing."""
+
+    image: Image.Image
+    caption: str
+    short_caption: str
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    box_captions: list[str] = field(default_factory=list)
+    hard_boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
+    hard_texts: list[list[str]] = field(default_factory=list)  # per hard box: positive, then negatives
+    chinese: bool = False
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A sample that could not be built; collators drop it and count ``reason``."""
+
+    reason: str
+    where: str
+
+
+def clip_box(xyxy, min_size: float) -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """(clipped box or None, problem or None) for a normalised box."""
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    if not all(v == v and abs(v) != float("inf") for v in (x1, y1, x2, y2)):
+        return None, "box with NaN/inf coordinates dropped"
+    if x2 < x1 or y2 < y1:
+        return None, "box with x2 < x1 or y2 < y1 dropped"
+    clipped = (min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0), min(max(x2, 0.0), 1.0), min(max(y2, 0.0), 1.0))
+    if clipped[2] - clipped[0] < min_size or clipped[3] - clipped[1] < min_size:
+        return None, "degenerate box (no area inside the image) dropped"
+    return clipped, ("box outside [0, 1] clipped" if clipped != (x1, y1, x2, y2) else None)
+
+
+def load_image(path, report: Report, where: str) -> Image.Image | None:
+    """The image as RGB, or None (reported) when it is missing or cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        report.problem("missing image", where)
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        report.problem(f"corrupt image ({type(err).__name__})", where)
+    return None
+
+
+def build_regions(
+    record: FineHARDRecord, options: SampleOptions, rng: random.Random, report: Report, where: str
+) -> tuple[list, list, list, list]:
+    """(boxes, box captions, hard boxes, hard texts) of the first ``max_boxes`` usable boxes."""
+    boxes, captions, hard_boxes, hard_texts = [], [], [], []
+    case = str.lower if options.lowercase else str
+    for k, info in enumerate(record.bbox_info):
+        if len(boxes) == options.max_boxes:
+            break
+        box, problem = clip_box(info.xyxy, options.min_box_size)
+        if problem:
+            report.problem(problem, where, field=f"bbox_info.{k}.bbox")
+        if box is None:
+            continue
+        choices = {"short": [info.short_expr], "long": [info.long_expr]}.get(
+            options.region_caption, [info.short_expr, info.long_expr]
+        )
+        choices = [c for c in choices if c.strip()] or [c for c in (info.short_expr, info.long_expr) if c.strip()]
+        if not choices:
+            report.problem("box without a region caption dropped", where, field=f"bbox_info.{k}")
+            continue
+        boxes.append(box)
+        captions.append(case(rng.choice(choices)))
+        negatives = info.negatives
+        if info.flag_short_neg and not negatives:
+            report.problem("flag_short_neg set but no negatives", where, field=f"bbox_info.{k}.short_expr_negs")
+        elif negatives:
+            wrong = options.negatives is not None and len(negatives) != options.negatives
+            if wrong or not info.short_expr.strip() or not all(n.strip() for n in negatives):
+                reason = f"{len(negatives)} hard negatives instead of {options.negatives}" if wrong else "empty hard text"
+                report.problem(f"{reason}: negatives of this box ignored", where, field=f"bbox_info.{k}.short_expr_negs")
+            else:
+                hard_boxes.append(box)
+                hard_texts.append([case(info.short_expr), *map(case, negatives)])
+    return boxes, captions, hard_boxes, hard_texts
+
+
+def build_sample(
+    record: FineHARDRecord,
+    image: Image.Image,
+    options: SampleOptions,
+    rng: random.Random,
+    report: Report,
+    where: str,
+) -> Sample | Skipped:
+    """The sample of one record with its (already loaded) image."""
+    if not record.caption.strip() or not record.short_caption.strip():
+        report.problem("empty caption", where, field="caption" if not record.caption.strip() else "short_caption")
+        return Skipped("empty caption", where)
+    short = record.short_caption
+    if not record.chinese and options.short_prefix and not short.lower().startswith(options.short_prefix.strip()):
+        short = options.short_prefix + short
+    case = str.lower if options.lowercase else str
+    boxes, captions, hard_boxes, hard_texts = build_regions(record, options, rng, report, where)
+    return Sample(
+        image=image,
+        caption=case(record.caption),
+        short_caption=case(short),
+        boxes=boxes,
+        box_captions=captions,
+        hard_boxes=hard_boxes,
+        hard_texts=hard_texts,
+        chinese=record.chinese,
+        source=where,
+    )
