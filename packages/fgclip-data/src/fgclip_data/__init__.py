@@ -1,5 +1,32 @@
-"""fgclip_data."""
+"""fgclip-data: FineHARD and ShareGPT4V tooling, FG-Shapes, datasets and collators for fgclip training.
+
+This package never imports ``fgclip_model``: collators take any tokenizer / image processor by duck typing.
+"""
 
 from fgclip_data.__about__ import __version__
+from fgclip_data.collate import FGCLIP2Collator, FGCLIPCollator
+from fgclip_data.datasets import FineHARDDataset, FineHARDStream, ImageResize
+from fgclip_data.finehard.paths import resolve_image_path
+from fgclip_data.finehard.reader import iter_records, read_records
+from fgclip_data.finehard.samples import Sample, SampleOptions, Skipped
+from fgclip_data.report import DataError, Report
+from fgclip_data.schema import BoxInfo, FineHARDRecord
 
-__all__ = ["__version__"]
+__all__ = [
+    "BoxInfo",
+    "DataError",
+    "FGCLIP2Collator",
+    "FGCLIPCollator",
+    "FineHARDDataset",
+    "FineHARDRecord",
+    "FineHARDStream",
+    "ImageResize",
+    "Report",
+    "Sample",
+    "SampleOptions",
+    "Skipped",
+    "__version__",
+    "iter_records",
+    "read_records",
+    "resolve_image_path",
+]

@@ -1,1 +1,190 @@
-def main(): pass
+"""``fgclip-data``: FineHARD download / rename / check, ShareGPT4V check, FG-Shapes generation.
+
+Every command shows a progress bar and ends with a summary of what it did and what it skipped (and why).
+``--strict`` turns the first bad input into an error that names file, record and field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from fgclip_data.report import DataError, Report
+
+
+def _ints(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fgclip-data", description=__doc__.splitlines()[0])
+    groups = parser.add_subparsers(dest="group", required=True)
+
+    finehard = groups.add_parser("finehard", help="FineHARD: download, rename, check").add_subparsers(
+        dest="command", required=True
+    )
+    d = finehard.add_parser("download", help="download the images with img2dataset (resumable)")
+    d.add_argument("--finehard-root", required=True, type=Path, help="folder with coyo_image_*/*.parquet")
+    d.add_argument("--out", required=True, type=Path, help="download folder (e.g. data/down-grit-12m)")
+    d.add_argument("--parents", type=_ints, default=None, help="coyo_image_{i} to fetch, e.g. 0-3,7 (default: all)")
+    d.add_argument("--processes", type=int, default=None, help="img2dataset processes (default: CPU count)")
+    d.add_argument("--threads", type=int, default=64, help="img2dataset threads per process")
+    d.add_argument("--timeout", type=int, default=10)
+    d.add_argument("--retries", type=int, default=0)
+
+    r = finehard.add_parser("rename", help="copy downloads to their canonical keys (url2key_jsons)")
+    r.add_argument("--url2key", required=True, type=Path, help="FineHARD/url2key_jsons folder (or one file)")
+    r.add_argument("--downloads", required=True, type=Path, help="the download folder")
+    r.add_argument("--out", required=True, type=Path, help="canonical image root (e.g. data/grit-12m)")
+    r.add_argument("--dry-run", action="store_true", help="count what would be copied; write nothing")
+    r.add_argument("--link", action="store_true", help="hard-link instead of copying (same file system)")
+
+    c = finehard.add_parser("check", help="validate records and find missing or corrupt images")
+    c.add_argument("--data", required=True, type=Path, help="jsonfiles folder, a record file or a .txt listing")
+    c.add_argument("--images", required=True, type=Path, help="image root that f_path resolves against")
+    c.add_argument("--negatives", type=int, default=10, help="hard negatives required per box (0: any)")
+    c.add_argument("--strict", action="store_true")
+
+    share = groups.add_parser("sharegpt4v", help="ShareGPT4V").add_subparsers(dest="command", required=True)
+    s = share.add_parser("check", help="report records whose image is missing under the data/ tree")
+    s.add_argument("--json", required=True, type=Path, help="share-captioner_coco_lcs_sam_1246k_1107.json")
+    s.add_argument("--data-root", required=True, type=Path, help="the ShareGPT4V data/ folder")
+    s.add_argument("--missing-out", type=Path, default=None, help="write the missing image paths here")
+    s.add_argument("--strict", action="store_true")
+
+    shapes = groups.add_parser("fgshapes", help="FG-Shapes").add_subparsers(dest="command", required=True)
+    g = shapes.add_parser("generate", help="write a deterministic FineHARD-format set of coloured shapes")
+    g.add_argument("--out", required=True, type=Path)
+    g.add_argument("--n", type=int, default=10_000, help="number of images")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--lang", choices=["en", "zh", "both"], default="en", help="caption language(s)")
+    g.add_argument("--min-size", type=int, default=64, help="smallest image side in pixels")
+    g.add_argument("--max-size", type=int, default=224, help="largest image side in pixels")
+    g.add_argument("--val-fraction", type=float, default=0.1)
+    g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
+    g.add_argument("--force", action="store_true", help="regenerate even if OUT holds the same set")
+    return parser
+
+
+def _bar(total: int | None, desc: str, unit: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+
+
+def _download(args) -> int:
+    from fgclip_data.finehard.download import DownloadOptions, download, url_lists
+
+    options = DownloadOptions(threads=args.threads, timeout=args.timeout, retries=args.retries)
+    if args.processes:
+        options.processes = args.processes
+    report = Report()
+    with _bar(len(url_lists(args.finehard_root, args.parents)), "url lists", "list") as bar:
+        download(args.finehard_root, args.out, options, args.parents, report, bar.update)
+    print(report.summary("finehard download"))
+    return 0
+
+
+def _rename(args) -> int:
+    from fgclip_data.finehard.rename import rename
+
+    with _bar(None, "downloads", "img") as bar:
+        report = rename(args.url2key, args.downloads, args.out, args.dry_run, args.link, progress=bar.update)
+    print(report.summary("finehard rename" + (" (dry run)" if args.dry_run else "")))
+    return 0
+
+
+def _check(args) -> int:
+    import random
+
+    from fgclip_data.finehard.paths import resolve_image_path
+    from fgclip_data.finehard.reader import iter_records
+    from fgclip_data.finehard.samples import SampleOptions, build_regions, load_image
+    from fgclip_data.report import where
+
+    report = Report(strict=args.strict)
+    options = SampleOptions(negatives=args.negatives or None, max_boxes=1 << 30)
+    with _bar(None, "records", "rec") as bar:
+        for ref in iter_records(args.data, report):
+            bar.update(1)
+            at = where(ref.file, ref.index)
+            if not ref.record.caption.strip() or not ref.record.short_caption.strip():
+                report.problem("empty caption", ref.file, ref.index, "caption")
+            build_regions(ref.record, options, random.Random(0), report, at)
+            try:
+                path = resolve_image_path(ref.record.f_path, args.images)
+            except ValueError as err:
+                report.problem(str(err), ref.file, ref.index, "f_path")
+                continue
+            if load_image(path, report, at) is not None:
+                report.count("images ok")
+    print(report.summary("finehard check"))
+    return 1 if report.skipped else 0
+
+
+def _sharegpt4v_check(args) -> int:
+    from fgclip_data.sharegpt4v import check
+
+    report = Report(strict=args.strict)
+    out = open(args.missing_out, "w") if args.missing_out else None  # noqa: SIM115
+    try:
+        check(args.json, args.data_root, report, out)
+    finally:
+        if out:
+            out.close()
+    print(report.summary("sharegpt4v check"))
+    return 1 if report.skipped else 0
+
+
+def _generate(args) -> int:
+    from fgclip_data.fgshapes.generate import GenerateOptions, generate
+
+    options = GenerateOptions(
+        n=args.n,
+        seed=args.seed,
+        lang=args.lang,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        val_fraction=args.val_fraction,
+    )
+    if args.workers:
+        options.workers = args.workers
+    with _bar(args.n, "fg-shapes", "img") as bar:
+        manifest = generate(args.out, options, force=args.force, progress=bar.update)
+    report = Report()
+    for split, n in manifest["counts"].items():
+        report.count(f"{split} images", n)
+    report.count("boxes", manifest["boxes"])
+    print(report.summary("fgshapes generate" + (" (already there, reused)" if manifest.get("reused") else "")))
+    print(f"records: {', '.join(str(args.out / f) for files in manifest['jsonfiles'].values() for f in files)}")
+    return 0
+
+
+COMMANDS = {
+    ("finehard", "download"): _download,
+    ("finehard", "rename"): _rename,
+    ("finehard", "check"): _check,
+    ("sharegpt4v", "check"): _sharegpt4v_check,
+    ("fgshapes", "generate"): _generate,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[(args.group, args.command)](args)
+    except (DataError, FileNotFoundError, ValueError) as err:
+        print(f"fgclip-data: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

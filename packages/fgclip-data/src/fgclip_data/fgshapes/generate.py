@@ -16,6 +16,7 @@ Image ``i`` depends only on ``(seed, i)``; the files are written in the real Fin
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -211,7 +212,7 @@ def captions(shapes: list[Shape], background: str) -> dict[str, str]:
     things = _join([f"{s.phrase()}" for s in shapes])
     relations = []
     relations_zh = []
-    for a, b in zip(shapes, shapes[1:], strict=False):
+    for a, b in itertools.pairwise(shapes):
         rel, rel_zh = _relation(a, b)
         relations.append(f"the {a.name} is {rel} the {b.name}")
         relations_zh.append(f"{a.name_zh}在{b.name_zh}的{rel_zh}")
@@ -267,20 +268,24 @@ def records_for(index: int, shapes: list[Shape], background: str, f_path: str, n
         nearest = min(others, key=lambda o: math.dist(o.center, s.center))
         rel, rel_zh = _relation(s, nearest)
         bbox = [round(v, 6) for v in s.box] + [1.0]
-        boxes_en.append({
-            "bbox": bbox,
-            "short_expr": s.phrase(),
-            "long_expr": f"{s.phrase()} of the image, {rel} the {nearest.name}",
-            "flag_short_neg": 1,
-            "short_expr_negs": {f"n{j}": s.phrase(**c) for j, c in enumerate(changes)},
-        })
-        boxes_zh.append({
-            "bbox": bbox,
-            "short_expr": s.phrase_zh(),
-            "long_expr": f"图片{s.phrase_zh()}，在{nearest.name_zh}的{rel_zh}",
-            "flag_short_neg": 1,
-            "short_expr_negs": {f"n{j}": s.phrase_zh(**c) for j, c in enumerate(changes)},
-        })
+        boxes_en.append(
+            {
+                "bbox": bbox,
+                "short_expr": s.phrase(),
+                "long_expr": f"{s.phrase()} of the image, {rel} the {nearest.name}",
+                "flag_short_neg": 1,
+                "short_expr_negs": {f"n{j}": s.phrase(**c) for j, c in enumerate(changes)},
+            }
+        )
+        boxes_zh.append(
+            {
+                "bbox": bbox,
+                "short_expr": s.phrase_zh(),
+                "long_expr": f"图片{s.phrase_zh()}，在{nearest.name_zh}的{rel_zh}",
+                "flag_short_neg": 1,
+                "short_expr_negs": {f"n{j}": s.phrase_zh(**c) for j, c in enumerate(changes)},
+            }
+        )
     en = {"f_path": f_path, "caption": text["caption"], "short_caption": text["short_caption"], "bbox_info": boxes_en}
     zh = {
         "f_path": f_path,
@@ -355,7 +360,7 @@ def generate(out: str | Path, options: GenerateOptions, force: bool = False, pro
             results.extend(part)
             if progress:
                 progress(len(part))
-    n_val = int(round(options.n * options.val_fraction))
+    n_val = round(options.n * options.val_fraction)
     splits = {"train": results[: options.n - n_val], "val": results[options.n - n_val :]}
     files = {}
     for split, items in splits.items():

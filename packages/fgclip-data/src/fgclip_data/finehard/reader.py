@@ -59,7 +59,7 @@ def iter_raw(path: Path, report: Report) -> Iterator[tuple[int, object]]:
         index = -1
         with open(path, "rb") as f:
             try:
-                for index, item in enumerate(ijson.items(f, "item", use_float=True)):  # noqa: B007
+                for index, item in enumerate(ijson.items(f, "item", use_float=True)):
                     yield index, item
             except ijson.JSONError as err:
                 report.problem(f"malformed JSON array ({err}); rest of the file skipped", str(path), index + 1)

@@ -115,8 +115,12 @@ def build_regions(
         elif negatives:
             wrong = options.negatives is not None and len(negatives) != options.negatives
             if wrong or not info.short_expr.strip() or not all(n.strip() for n in negatives):
-                reason = f"{len(negatives)} hard negatives instead of {options.negatives}" if wrong else "empty hard text"
-                report.problem(f"{reason}: negatives of this box ignored", where, field=f"bbox_info.{k}.short_expr_negs")
+                reason = (
+                    f"{len(negatives)} hard negatives instead of {options.negatives}" if wrong else "empty hard text"
+                )
+                report.problem(
+                    f"{reason}: negatives of this box ignored", where, field=f"bbox_info.{k}.short_expr_negs"
+                )
             else:
                 hard_boxes.append(box)
                 hard_texts.append([case(info.short_expr), *map(case, negatives)])
