@@ -1,0 +1,98 @@
+"""Datasets and collators on FineHARD-layout files: batch layout, bad images, sharding by rank and worker."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import CLIPImageProcessor
+from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+from fgclip_data import (
+    FGCLIP2Collator,
+    FGCLIPCollator,
+    FineHARDDataset,
+    FineHARDStream,
+    ImageResize,
+    Sample,
+    SampleOptions,
+    Skipped,
+)
+
+
+def test_v1_batch_layout(finehard, clip_tokenizer):
+    data = FineHARDDataset(finehard["jsonfiles"], finehard["images"], resize=ImageResize(square=32))
+    assert len(data) == 8 and isinstance(data[0], Sample) and data[0].image.size == (32, 32)
+    collate = FGCLIPCollator(clip_tokenizer, CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32), max_boxes=3)
+    batch = collate([data[i] for i in range(4)])
+    assert batch["image"].shape == (4, 3, 32, 32)
+    assert batch["text_short"].shape[0] == 4 and batch["text_short"].shape[1] <= 77
+    assert batch["box_infos"].shape == (4, 3, 4) and batch["box_texts"].shape[0] == 12
+    assert batch["box_nums"].tolist() == [2, 2, 2, 2]
+    torch.testing.assert_close(batch["box_infos"][0, 0], torch.tensor([0.1, 0.1, 0.5, 0.5]))
+    assert (batch["box_infos"][:, 2] == 0).all()  # empty slot
+    assert batch["hard_nums"].tolist() == [1, 1, 1, 1]
+    assert batch["hard_texts"].shape[:2] == (4, 11) and batch["hard_text_mask"].all()
+    first_hard = clip_tokenizer.decode(batch["hard_texts"][0, 0], skip_special_tokens=True)
+    assert first_hard.replace(" ", "") == "aredball"  # positive first, lower-cased
+    assert batch["skipped"] == {} and batch["add_box_loss"] and batch["use_hard_neg"]
+
+
+def test_v2_batch_layout_and_uneven_negatives(finehard, gemma_like_tokenizer, make, tmp_path):
+    recs = [make.record("k0"), make.record("k1")]
+    recs[1]["bbox_info"][0]["short_expr_negs"] = make.negs("a green ball", 4)
+    file = tmp_path / "two.json"
+    file.write_text(json.dumps(recs))
+    data = FineHARDDataset(file, finehard["images"], options=SampleOptions(negatives=None))
+    collate = FGCLIP2Collator(gemma_like_tokenizer, Siglip2ImageProcessorPil(), max_num_patches=16)
+    batch = collate([data[0], data[1]])
+    assert batch["pixel_values"].shape == (2, 16, 768) and batch["spatial_shapes"].shape == (2, 2)
+    assert batch["text_short"].shape == (2, 64) and batch["text_long"].shape == (2, 196)  # padded to max length
+    assert batch["hard_texts"].shape == (2, 11, 64)
+    assert batch["hard_text_mask"].sum(1).tolist() == [11, 5]
+
+
+def test_bad_images_are_skipped_and_counted(finehard, clip_tokenizer):
+    (finehard["images"] / "coyo_image_0/00000/k1.jpg").unlink()
+    (finehard["images"] / "coyo_image_0/00000/k2.jpg").write_bytes(b"not a jpeg")
+    data = FineHARDDataset(finehard["jsonfiles"], finehard["images"], resize=ImageResize(square=32))
+    items = [data[i] for i in range(4)]
+    assert [type(x).__name__ for x in items] == ["Sample", "Skipped", "Skipped", "Sample"]
+    collate = FGCLIPCollator(clip_tokenizer, CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32))
+    batch = collate(items)
+    assert batch["image"].shape[0] == 2 and batch["skipped"] == {"missing or corrupt image": 2}
+    assert (
+        data.report.counts["missing image"] == 1 and data.report.counts["corrupt image (UnidentifiedImageError)"] == 1
+    )
+    assert collate([items[1]]) == {"empty": True, "skipped": {"missing or corrupt image": 1}}
+
+
+def test_region_caption_choice_is_seeded_per_epoch(finehard):
+    data = FineHARDDataset(finehard["jsonfiles"], finehard["images"], seed=1)
+    first = [data[i].box_captions for i in range(8)]
+    assert first == [data[i].box_captions for i in range(8)]  # deterministic
+    seen = {tuple(c) for c in first}
+    data.set_epoch(1)
+    seen |= {tuple(data[i].box_captions) for i in range(8)}
+    assert len(seen) > 1  # short and long expressions both drawn
+
+
+def test_stream_shards_every_record_exactly_once(finehard):
+    seen = []
+    for rank in range(2):
+        stream = FineHARDStream(finehard["jsonfiles"], finehard["images"], rank=rank, world_size=2)
+        loader = DataLoader(stream, batch_size=None, num_workers=2)
+        seen += [s.source for s in loader if isinstance(s, Sample)]
+    assert len(seen) == 8 and len(set(seen)) == 8
+
+
+def test_stream_skips_bad_records(finehard, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"f_path": "x.jpg"}\n' + json.dumps({"f_path": "../../x.jpg", "caption": "c", "short_caption": "s"}) + "\n"
+    )
+    stream = FineHARDStream(bad, finehard["images"], rank=0, world_size=1)
+    items = list(stream)
+    assert len(items) == 1 and isinstance(items[0], Skipped)
+    assert stream.report.skipped == 2

@@ -1,0 +1,103 @@
+"""FG-Shapes: determinism, the FineHARD layout, captions and single-attribute hard negatives."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from PIL import Image
+
+from fgclip_data import FineHARDDataset, read_records
+from fgclip_data.cli import main
+from fgclip_data.fgshapes.generate import COLORS, POSITIONS, SHAPES, SIZES, GenerateOptions, generate
+
+
+def _digest(folder) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        h.update(str(path.relative_to(folder)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_deterministic_and_in_the_finehard_layout(tmp_path):
+    a = generate(tmp_path / "a", GenerateOptions(n=30, seed=3, workers=2))
+    generate(tmp_path / "b", GenerateOptions(n=30, seed=3, workers=1))
+    generate(tmp_path / "c", GenerateOptions(n=30, seed=4, workers=1))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")  # worker count does not matter
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+    assert a["counts"] == {"train": 27, "val": 3}
+    refs = read_records(tmp_path / "a" / "jsonfiles" / "train")
+    assert len(refs) == 27
+    first = refs[0].record
+    assert first.f_path == "grit-20m/data-12m/coyo_image_0/00000/fgs00000000.jpg"
+    image = Image.open(tmp_path / "a" / "grit-12m" / "coyo_image_0" / "00000" / "fgs00000000.jpg")
+    assert 64 <= image.width <= 224 and 64 <= image.height <= 224
+    # the shared dataset reads it without a single problem
+    data = FineHARDDataset(tmp_path / "a" / "jsonfiles" / "val", tmp_path / "a" / "grit-12m")
+    assert all(type(data[i]).__name__ == "Sample" for i in range(len(data))) and data.report.skipped == 0
+
+
+def _attributes(phrase: str) -> tuple[str, str, str, str]:
+    words = phrase.split(" ", 3)  # "a {size} {color} {shape} {position...}"
+    shape, position = words[3].split(" ", 1)
+    return words[1], words[2], shape, position
+
+
+def test_captions_boxes_and_hard_negatives(tmp_path):
+    generate(tmp_path, GenerateOptions(n=40, seed=0, workers=1))
+    for ref in read_records(tmp_path / "jsonfiles" / "train"):
+        rec = ref.record
+        assert 2 <= len(rec.bbox_info) <= 4
+        for box in rec.bbox_info:
+            x1, y1, x2, y2 = box.xyxy
+            assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
+            size, color, shape, position = _attributes(box.short_expr)
+            assert size in SIZES and color in COLORS and shape in SHAPES
+            assert position in {p for p, _ in POSITIONS.values()}
+            assert box.short_expr in rec.caption  # the long caption describes every object
+            assert f"{color} {shape}" in rec.short_caption
+            assert box.long_expr.startswith(box.short_expr)
+            negatives = box.negatives
+            assert len(negatives) == 10 and len(set(negatives)) == 10 and box.short_expr not in negatives
+            changed_kinds = set()
+            for neg in negatives:
+                diff = [
+                    i
+                    for i, (a, b) in enumerate(zip(_attributes(neg), _attributes(box.short_expr), strict=True))
+                    if a != b
+                ]
+                assert len(diff) == 1, (neg, box.short_expr)  # exactly one attribute swapped
+                changed_kinds.add(diff[0])
+                others = {b.short_expr for b in rec.bbox_info if b is not box}
+                assert neg not in others  # never the true description of another object
+            assert changed_kinds == {0, 1, 2, 3}  # colour, shape, size and position all used
+
+
+def test_bilingual_flavour(tmp_path):
+    manifest = generate(tmp_path, GenerateOptions(n=10, seed=0, lang="both", workers=1))
+    assert set(manifest["jsonfiles"]) == {"train", "val", "train_cn", "val_cn"}
+    zh = read_records(tmp_path / "jsonfiles" / "train_cn")
+    en = read_records(tmp_path / "jsonfiles" / "train")
+    assert len(zh) == len(en) == 9
+    assert zh[0].record.chinese and not en[0].record.chinese
+    assert zh[0].record.f_path == en[0].record.f_path
+    assert "图形" in zh[0].record.caption and len(zh[0].record.bbox_info[0].negatives) == 10
+
+
+def test_cli_generate_reuses_an_identical_set(tmp_path, capsys):
+    assert main(["fgshapes", "generate", "--out", str(tmp_path), "--n", "12", "--seed", "1", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "train images: 11" in out and "val images: 1" in out
+    stamp = (tmp_path / "manifest.json").stat().st_mtime_ns
+    assert main(["fgshapes", "generate", "--out", str(tmp_path), "--n", "12", "--seed", "1"]) == 0
+    assert "reused" in capsys.readouterr().out and (tmp_path / "manifest.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "manifest.json").read_text())["options"]["seed"] == 1
+
+
+def test_bad_options_are_clear_errors():
+    with pytest.raises(ValueError, match="min_size"):
+        GenerateOptions(min_size=300, max_size=200)
+    with pytest.raises(ValueError, match="lang"):
+        GenerateOptions(lang="fr")
