@@ -28,10 +28,17 @@ def test_readme_examples_run(golden, tmp_path, monkeypatch, clip_tokenizer, gemm
     shutil.copy(golden / "longclip_s0" / "longclip-tiny.pt", tmp_path / "longclip-B.pt")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(tmp_path / "cat.jpg")
     monkeypatch.chdir(tmp_path)
+    from transformers import CLIPImageProcessor
+
+    from fgclip_data.fgshapes.generate import GenerateOptions, generate
+
+    generate(tmp_path / "data" / "fgshapes", GenerateOptions(n=20, workers=1))
 
     blocks = _python_blocks()
     assert len(blocks) >= 4
     namespace = {
+        "tokenizer": clip_tokenizer,
+        "clip_image_processor": CLIPImageProcessor(),
         "some_hf_clip_model": CLIPModel(
             CLIPConfig(
                 text_config={
@@ -50,7 +57,7 @@ def test_readme_examples_run(golden, tmp_path, monkeypatch, clip_tokenizer, gemm
                 },
                 projection_dim=16,
             )
-        )
+        ),
     }
     for block in blocks:
         code = block.replace("path/to/fg-clip-base", str(v1)).replace("path/to/fg-clip2-base", str(v2))
@@ -59,3 +66,5 @@ def test_readme_examples_run(golden, tmp_path, monkeypatch, clip_tokenizer, gemm
         except Exception as err:  # pragma: no cover - the message is the point
             pytest.fail(f"README example failed: {err!r}\n{code}")
     assert (tmp_path / "white_cat.png").is_file()
+    batch = namespace["collate"]([namespace["data"][i] for i in range(2)])
+    assert batch["image"].shape == (2, 3, 224, 224)
