@@ -33,7 +33,12 @@ class _Collator:
         max_boxes: int = 4,
         add_box_loss: bool = True,
         use_hard_neg: bool = True,
+        short_length: int | None = None,
+        long_length: int | None = None,
     ) -> None:
+        """``short_length`` / ``long_length``: token budgets (default: the family's 77/248 or 64/196)."""
+        self.short_length = short_length or self.short_length
+        self.long_length = long_length or self.long_length
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.max_boxes = max_boxes

@@ -1,23 +1,80 @@
-"""``stage2``: FG-CLIP stage-2 training (not implemented yet: only ``--help`` works)."""
+"""``stage2``: FG-CLIP v1 / FG-CLIP 2 stage-2 training on DeepSpeed.
+
+With no arguments it trains a small FG-CLIP 2 from scratch on FG-Shapes (generated into the cache once) on the
+CPU and prints validation metrics before and after. ``--preset fgclip-v1`` / ``--preset fgclip2`` reproduce
+the reference recipes; any field can be overridden with ``--section.field=value``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from .config import PRESETS, dump_config, load_config
+
+METRIC_NAMES = {
+    "i2t_r1_short": "image->text R@1 (short captions)",
+    "t2i_r1_short": "text->image R@1 (short captions)",
+    "i2t_r1_long": "image->text R@1 (long captions)",
+    "t2i_r1_long": "text->image R@1 (long captions)",
+    "hard_negative_acc": "hard-negative accuracy (1 of 11)",
+    "box_cls_acc": "box classification accuracy (40 classes)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="stage2",
-        description="FG-CLIP v1 / FG-CLIP 2 stage-2 training on DeepSpeed. NOT IMPLEMENTED YET: this release only "
-        "declares the command; training lands with the fgclip-train issue.",
+        description=__doc__.split("\n\n")[0],
+        epilog="Presets: " + ", ".join(PRESETS) + ". Launch on several processes with torchrun or deepspeed.",
     )
+    parser.add_argument("--config", help="a YAML file (any subset of the --show-config output)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from this preset (default: fgshapes)")
+    parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def format_metrics(results: dict) -> str:
+    before, after = results.get("before") or {}, results.get("after") or {}
+    keys = [k for k in METRIC_NAMES if k in before or k in after]
+    if not keys:
+        return ""
+    lines = [f"{'metric':45s} {'before':>8s} {'after':>8s}"]
+    for k in keys:
+        b = f"{before[k]:.3f}" if k in before else "-"
+        a = f"{after[k]:.3f}" if k in after else "-"
+        lines.append(f"{METRIC_NAMES[k]:45s} {b:>8s} {a:>8s}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    print("stage2: not implemented yet (see the fgclip-train issue); run `stage2 --help`", file=sys.stderr)
-    return 2
+    args, overrides = build_parser().parse_known_args(argv)
+    bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
+    if bad:
+        print(f"stage2: error: overrides look like --section.field=value, got {bad}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config, overrides, args.preset)
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        print(f"stage2: invalid configuration: {err}", file=sys.stderr)
+        return 2
+    if args.show_config:
+        print(dump_config(config), end="")
+        return 0
+    from .loop import finish_distributed, train
+
+    try:
+        results = train(config)
+    finally:
+        finish_distributed()
+    if results is not None and results.get("steps") is not None:
+        table = format_metrics(results)
+        if table:
+            print(table)
+        print(json.dumps({k: results[k] for k in ("steps", "seconds", "skipped", "checkpoint")}, indent=None))
+    return 0
 
 
 if __name__ == "__main__":

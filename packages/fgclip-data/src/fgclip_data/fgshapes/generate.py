@@ -16,6 +16,7 @@ Image ``i`` depends only on ``(seed, i)``; the files are written in the real Fin
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import math
@@ -336,8 +337,19 @@ def _write_split(records: list[dict], folder: Path, stem: str) -> list[str]:
 
 def generate(out: str | Path, options: GenerateOptions, force: bool = False, progress=None) -> dict:
     """Write FG-Shapes into ``out`` and return the manifest. A folder already generated with the same
-    parameters is left as is (unless ``force``)."""
+    parameters is left as is (unless ``force``). Concurrent callers (e.g. every rank of a training job) are
+    serialised by a lock file: one generates, the others then reuse its result."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".generate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _generate_locked(out, options, force, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _generate_locked(out: Path, options: GenerateOptions, force: bool, progress) -> dict:
     manifest_path = out / "manifest.json"
     if manifest_path.is_file() and not force:
         manifest = json.loads(manifest_path.read_text())

@@ -274,12 +274,12 @@ class FGCLIP2PreTrainedModel(StrictLoadingMixin, PreTrainedModel):
                 module.position_embedding_res,
                 module.position_embedding_ori,
             ):
-                init.normal_(table.weight, std=table.embedding_dim**-0.5)
+                init.normal_(table.weight, std=0.02)
         elif isinstance(module, FGCLIP2VisionEmbeddings):
             width = module.patch_embedding.in_features
             init.uniform_(module.patch_embedding.weight, -(width**-0.5), width**-0.5)
             init.zeros_(module.patch_embedding.bias)
-            init.normal_(module.position_embedding.weight, std=module.position_embedding.embedding_dim**-0.5)
+            init.normal_(module.position_embedding.weight, std=0.02)
         elif isinstance(module, MultiheadAttentionPoolingHead):
             init.xavier_uniform_(module.probe)
             init.xavier_uniform_(module.attention.in_proj_weight)

@@ -1,0 +1,116 @@
+"""Checkpoints: a DeepSpeed state (model, optimiser, scheduler) + per-rank RNG + the data position, and an HF
+folder ``model/`` that ``fgclip_model`` loads — written atomically (a temporary folder renamed when complete),
+rotated to ``save_total_limit``, found again by ``resume``."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch RNG states as plain types and tensors (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def full_state_dict(engine) -> dict[str, torch.Tensor] | None:
+    """The complete fp32 model weights on rank 0 (gathered from the shards under ZeRO-3), None elsewhere."""
+    module = engine.module
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        params = list(module.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    else:
+        state = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    return state if dist.get_rank() == 0 else None
+
+
+class Checkpointer:
+    def __init__(self, output_dir: str | Path, save_total_limit: int | None, rank: int) -> None:
+        self.root = Path(output_dir)
+        self.limit = save_total_limit
+        self.rank = rank
+
+    def checkpoints(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
+        return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+
+    def latest(self) -> Path | None:
+        done = [p for p in self.checkpoints() if (p / "trainer_state.json").is_file()]
+        return done[-1] if done else None
+
+    def save(self, engine, step: int, state: dict, extras=()) -> Path:
+        """Collective: every rank calls it. ``extras``: objects with ``save_pretrained`` (tokenizer, image
+        processor) stored beside the model."""
+        final = self.root / f"checkpoint-{step:07d}"
+        tmp = self.root / f".tmp-checkpoint-{step:07d}"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+        engine.save_checkpoint(str(tmp), tag="deepspeed", client_state={"trainer": state})
+        (tmp / "rng").mkdir(exist_ok=True)
+        torch.save(rng_state(), tmp / "rng" / f"rank{self.rank}.pt")
+        weights = full_state_dict(engine)
+        if self.rank == 0:
+            engine.module.save_pretrained(tmp / "model", state_dict=weights, safe_serialization=True)
+            for extra in extras:
+                extra.save_pretrained(tmp / "model")
+            (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        _barrier()
+        if self.rank == 0:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            self._rotate()
+        _barrier()
+        return final
+
+    def _rotate(self) -> None:
+        if not self.limit:
+            return
+        for old in self.checkpoints()[: -self.limit]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def resume(self, engine) -> dict | None:
+        """Restore the newest complete checkpoint into ``engine`` and this rank's RNG; returns the trainer state."""
+        latest = self.latest()
+        if latest is None:
+            return None
+        _, client = engine.load_checkpoint(str(latest), tag="deepspeed", load_lr_scheduler_states=True)
+        rng_file = latest / "rng" / f"rank{self.rank}.pt"
+        if rng_file.is_file():
+            set_rng_state(torch.load(rng_file, weights_only=True))
+        return (client or {}).get("trainer") or json.loads((latest / "trainer_state.json").read_text())

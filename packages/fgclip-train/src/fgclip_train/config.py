@@ -1,0 +1,281 @@
+"""The one validated configuration of a stage-2 run, its presets, YAML files and ``--key=value`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CACHE = Path(os.environ.get("FGCLIP_CACHE", Path.home() / ".cache" / "fgclip"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Which model to train and where its weights come from."""
+
+    family: Literal["fgclip", "fgclip2"] = "fgclip2"
+    init: str | None = Field(
+        None, description="checkpoint folder to start from (FG-CLIP/FG-CLIP 2, or CLIP/SigLIP 2 with from_base)"
+    )
+    from_base: bool = Field(
+        False, description="init is a plain CLIP (v1) / SigLIP 2 NaFlex (v2) checkpoint: stretch positions, copy heads"
+    )
+    size: dict[str, Any] = Field(
+        default_factory=dict, description="config overrides for a model built from scratch (init: null)"
+    )
+    extra_logit_scale: float | None = Field(
+        4.6052, description="reset the region / hard-negative temperatures to this (reference: ln 100); null keeps them"
+    )
+    gradient_checkpointing: bool = False
+
+
+class DataConfig(_Strict):
+    """Training and validation records (FineHARD layout) and how samples are built."""
+
+    train: str | None = Field(None, description="record file / folder; null: FG-Shapes generated into the cache")
+    val: str | None = None
+    images: str | None = Field(None, description="image root f_path resolves against")
+    train_cn: str | None = Field(None, description="Chinese records (FG-CLIP 2), mixed in per batch")
+    fgshapes_n: int = 5000
+    fgshapes_seed: int = 0
+    tokenizer: str | None = Field(None, description="tokenizer folder; null: init's, or one built for FG-Shapes")
+    max_boxes: int = 4
+    negatives: int | None = 10
+    region_caption: Literal["random", "short", "long"] = "random"
+    image_size: int | None = Field(None, description="v1: square image side (default: the model's)")
+    max_num_patches: int | None = Field(64, description="v2: fixed patch budget; null: the reference's batch bucket")
+    workers: int = 0
+    val_limit: int | None = 1000
+
+
+class LossConfig(_Strict):
+    """Loss switches and weights (defaults: the reference recipes)."""
+
+    long_text: bool = True
+    region: bool = True
+    hard_negatives: bool = True
+    region_weight: float | None = Field(None, description="default: 0.1 (v1), 0.2 (v2)")
+    hard_weight: float = 0.5
+    tic_weight: float = 0.1
+    on_nonfinite: Literal["error", "skip"] = "error"
+
+
+class OptimConfig(_Strict):
+    lr: float = 1e-6
+    text_lr: float | None = None
+    weight_decay: float = 0.001
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float | None = Field(None, description="DeepSpeed gradient_clipping (the reference had none)")
+    decay_embeddings_and_scales: bool = Field(
+        True, description="the reference decays embeddings, class token and temperatures; false exempts them"
+    )
+
+
+class ScheduleConfig(_Strict):
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = Field(32, description="per-device micro batch")
+    grad_accum: int = 1
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.0
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    seed: int = 42
+
+
+class RuntimeConfig(_Strict):
+    """Precision, DeepSpeed, checkpoints and logging."""
+
+    precision: Literal["fp32", "bf16"] = "fp32"
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    deepspeed_config: str | None = Field(None, description="a DeepSpeed JSON to start from (default: shipped zero2/3)")
+    output_dir: str = "runs/stage2"
+    save_every: int | None = Field(None, description="steps between checkpoints (default: end of run only)")
+    save_total_limit: int | None = 3
+    resume: bool = True
+    log_every: int = 1
+    tensorboard: bool = False
+    wandb: bool = False
+    eval_before: bool = True
+    eval_after: bool = True
+    threads: int | None = None
+
+
+class TrainConfig(_Strict):
+    """A stage-2 run: model, data, losses, optimiser, schedule and runtime."""
+
+    preset: str = "fgshapes"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.data.train and not self.data.images:
+            raise ValueError("data.train needs data.images (the image root)")
+        return self
+
+    @property
+    def region_weight(self) -> float:
+        if self.loss.region_weight is not None:
+            return self.loss.region_weight
+        return 0.1 if self.model.family == "fgclip" else 0.2
+
+
+# --------------------------------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # the default: a small FG-CLIP 2 from scratch on FG-Shapes, minutes on a laptop CPU
+    "fgshapes": {
+        "model": {
+            "family": "fgclip2",
+            "size": {
+                "text_config": {
+                    "hidden_size": 96,
+                    "intermediate_size": 384,
+                    "num_hidden_layers": 3,
+                    "num_attention_heads": 4,
+                    "max_position_embeddings": 24,
+                    "longtext_len": 96,
+                    "keep_len": 8,
+                },
+                "vision_config": {
+                    "hidden_size": 96,
+                    "intermediate_size": 384,
+                    "num_hidden_layers": 3,
+                    "num_attention_heads": 4,
+                    "num_patches": 64,
+                    "patch_size": 16,
+                },
+            },
+            "extra_logit_scale": 2.3,
+        },
+        "data": {"fgshapes_n": 5000, "max_num_patches": 64, "negatives": 10},
+        "optim": {"lr": 5e-4, "weight_decay": 0.05, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
+        "schedule": {"epochs": 2, "batch_size": 32, "warmup_steps": 20, "seed": 0},
+        "runtime": {"output_dir": "runs/fgshapes", "zero_stage": 2},
+    },
+    # a small FG-CLIP v1 from scratch on FG-Shapes (CLIP token ids; 64 px squashed images)
+    "fgshapes-v1": {
+        "model": {
+            "family": "fgclip",
+            "size": {
+                "text_config": {
+                    "hidden_size": 96,
+                    "intermediate_size": 384,
+                    "num_hidden_layers": 3,
+                    "num_attention_heads": 4,
+                    "max_position_embeddings": 24,
+                },
+                "vision_config": {
+                    "hidden_size": 96,
+                    "intermediate_size": 384,
+                    "num_hidden_layers": 3,
+                    "num_attention_heads": 4,
+                    "image_size": 128,
+                    "patch_size": 16,
+                },
+                "projection_dim": 96,
+                "long_max_position_embeddings": 96,
+                "long_keep_positions": 8,
+            },
+            "extra_logit_scale": 2.3,
+        },
+        "data": {"fgshapes_n": 5000, "negatives": 10},
+        "optim": {"lr": 2e-3, "weight_decay": 0.05, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
+        "schedule": {"epochs": 2, "batch_size": 48, "warmup_steps": 20, "seed": 0},
+        "runtime": {"output_dir": "runs/fgshapes-v1", "zero_stage": 2},
+    },
+    # FG-CLIP v1 stage 2 (spec fgclip-v1 §2.3): 8 GPUs x 512, lr 1e-6, cosine, 200 warm-up steps, wd 0.001
+    "fgclip-v1": {
+        "model": {"family": "fgclip", "gradient_checkpointing": True},
+        "data": {"max_boxes": 4, "negatives": 10, "image_size": 224},
+        "optim": {"lr": 1e-6, "weight_decay": 0.001, "betas": (0.9, 0.999), "eps": 1e-8},
+        "schedule": {"epochs": 1, "batch_size": 512, "warmup_steps": 200, "scheduler": "cosine", "seed": 42},
+        "loss": {"region_weight": 0.1, "hard_weight": 0.5},
+        "runtime": {
+            "precision": "bf16",
+            "zero_stage": 2,
+            "output_dir": "runs/fgclip-v1-stage2",
+            "save_total_limit": 6,
+            "eval_before": False,
+            "eval_after": False,
+        },
+    },
+    # FG-CLIP 2 stage 2 (spec fgclip-v2 §2.1): from SigLIP 2 NaFlex, 8 GPUs x 512, 6 epochs, lr 1e-6, wd 0.001,
+    # betas (0.9, 0.98), eps 1e-6, warm-up 3 %, cosine, per-batch patch bucket
+    "fgclip2": {
+        "model": {"family": "fgclip2", "from_base": True, "gradient_checkpointing": True},
+        "data": {"max_boxes": 4, "negatives": 10, "max_num_patches": None},
+        "optim": {"lr": 1e-6, "weight_decay": 0.001, "betas": (0.9, 0.98), "eps": 1e-6},
+        "schedule": {"epochs": 6, "batch_size": 512, "warmup_ratio": 0.03, "scheduler": "cosine", "seed": 42},
+        "loss": {"region_weight": 0.2, "tic_weight": 0.1, "hard_weight": 0.5},
+        "runtime": {
+            "precision": "bf16",
+            "zero_stage": 2,
+            "output_dir": "runs/fgclip2-stage2",
+            "save_every": 2000,
+            "save_total_limit": 36,
+            "eval_before": False,
+            "eval_after": False,
+        },
+    },
+}
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b.c=value`` -> (["a", "b", "c"], YAML-parsed value)."""
+    key, sep, value = text.lstrip("-").partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {text!r} is not key=value (e.g. --schedule.batch_size=64)")
+    return key.split("."), yaml.safe_load(value)
+
+
+def load_config(
+    file: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = (), preset: str | None = None
+) -> TrainConfig:
+    """Preset, then the YAML file, then the overrides; validated as one :class:`TrainConfig`."""
+    data: dict[str, Any] = {}
+    if file is not None:
+        data = yaml.safe_load(Path(file).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: a config file must be a mapping")
+    for text in overrides:
+        path, value = parse_override(text)
+        if path == ["preset"]:
+            data["preset"] = value
+            continue
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    name = preset or data.get("preset", "fgshapes")
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    merged = _merge(PRESETS[name], data)
+    merged["preset"] = name
+    return TrainConfig.model_validate(merged)
+
+
+def dump_config(config: TrainConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,180 @@
+"""Training data: records (FineHARD layout, FG-Shapes by default), tokenizer, collator, resumable sampler."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import AutoTokenizer, CLIPImageProcessor
+
+from fgclip_data import FGCLIP2Collator, FGCLIPCollator, FineHARDDataset, ImageResize, SampleOptions, read_records
+from fgclip_data.fgshapes.generate import GenerateOptions, generate
+from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
+
+from .config import CACHE, TrainConfig
+from .tokenizer import build_word_tokenizer
+
+
+@dataclass
+class DataSources:
+    train: Path
+    val: Path | None
+    images: Path
+    fgshapes: Path | None = None
+
+
+def resolve_sources(config: TrainConfig) -> DataSources:
+    """The configured record folders, or FG-Shapes generated into the cache (once)."""
+    data = config.data
+    if data.train:
+        return DataSources(Path(data.train), Path(data.val) if data.val else None, Path(data.images))
+    if data.fgshapes_n < 2:
+        raise ValueError("data.train is not set and data.fgshapes_n < 2: nothing to train on")
+    folder = CACHE / f"fgshapes-n{data.fgshapes_n}-s{data.fgshapes_seed}"
+    generate(folder, GenerateOptions(n=data.fgshapes_n, seed=data.fgshapes_seed, lang="en"))
+    return DataSources(folder / "jsonfiles" / "train", folder / "jsonfiles" / "val", folder / "grit-12m", folder)
+
+
+def corpus(records) -> Iterator[str]:
+    for ref in records:
+        rec = ref.record
+        yield rec.caption
+        yield "a photo of " + rec.short_caption
+        for box in rec.bbox_info:
+            yield box.short_expr
+            yield box.long_expr
+            yield from box.negatives
+
+
+def load_tokenizer(config: TrainConfig, records) -> object:
+    """``data.tokenizer``, else the init checkpoint's, else a word-level tokenizer built for these records."""
+    for folder in (config.data.tokenizer, config.model.init):
+        if folder and any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return AutoTokenizer.from_pretrained(folder)
+    return build_word_tokenizer(corpus(records), config.model.family)
+
+
+def sample_options(config: TrainConfig) -> SampleOptions:
+    return SampleOptions(
+        max_boxes=config.data.max_boxes, negatives=config.data.negatives, region_caption=config.data.region_caption
+    )
+
+
+def build_dataset(config: TrainConfig, records, images: Path, image_size: int | None) -> FineHARDDataset:
+    resize = ImageResize(square=image_size) if config.model.family == "fgclip" else ImageResize()
+    return FineHARDDataset(records, images, sample_options(config), resize, seed=config.schedule.seed)
+
+
+def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int | None):
+    losses = config.loss
+    common = {
+        "max_boxes": config.data.max_boxes,
+        "add_box_loss": losses.region,
+        "use_hard_neg": losses.hard_negatives,
+    }
+    if config.model.family == "fgclip":
+        text = model_config.text_config
+        processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=image_size)
+        return FGCLIPCollator(
+            tokenizer,
+            processor,
+            short_length=text.max_position_embeddings,
+            long_length=model_config.long_max_position_embeddings,
+            **common,
+        )
+    text = model_config.text_config
+    return FGCLIP2Collator(
+        tokenizer,
+        FGCLIP2ImageProcessor(patch_size=model_config.vision_config.patch_size),
+        max_num_patches=config.data.max_num_patches,
+        short_length=text.max_position_embeddings,
+        long_length=text.longtext_len,
+        **common,
+    )
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Seeded per-epoch permutation dealt in global batches of ``batch × world``; this rank takes its slice.
+
+    The last incomplete global batch is dropped (every rank needs the same batch size for the gathers).
+    ``start_batch`` skips the batches a resumed run has already seen, without loading them.
+    """
+
+    def __init__(self, size: int, batch: int, world: int, rank: int, seed: int) -> None:
+        self.size, self.batch, self.world, self.rank, self.seed = size, batch, world, rank, seed
+        self.epoch = 0
+        self.start_batch = 0
+        if len(self) == 0:
+            raise ValueError(f"{size} samples do not fill one global batch of {batch} x {world}")
+
+    def __len__(self) -> int:
+        return self.size // (self.batch * self.world)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g).tolist()
+        span = self.batch * self.world
+        for b in range(self.start_batch, len(self)):
+            start = b * span + self.rank * self.batch
+            yield order[start : start + self.batch]
+
+
+@dataclass
+class TrainData:
+    sources: DataSources
+    tokenizer: object
+    train: FineHARDDataset
+    val_records: list
+    sampler: ResumableBatchSampler
+    loader: DataLoader
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler)
+
+
+def read_sources(config: TrainConfig):
+    sources = resolve_sources(config)
+    records = read_records(sources.train)
+    val = read_records(sources.val) if sources.val else []
+    if config.data.val_limit is not None:
+        val = val[: config.data.val_limit]
+    return sources, records, val
+
+
+def build_data(config: TrainConfig, sources, records, val, tokenizer, model_config, rank: int, world: int) -> TrainData:
+    image_size = config.data.image_size
+    if config.model.family == "fgclip":
+        image_size = image_size or model_config.vision_config.image_size
+    dataset = build_dataset(config, records, sources.images, image_size)
+    sampler = ResumableBatchSampler(len(dataset), config.schedule.batch_size, world, rank, config.schedule.seed)
+    collate = build_collator(config, tokenizer, model_config, image_size)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=config.data.workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+    return TrainData(sources, tokenizer, dataset, val, sampler, loader)
+
+
+def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+    if config.schedule.max_steps is not None:
+        return config.schedule.max_steps
+    return max(1, math.ceil(config.schedule.epochs * steps_per_epoch / config.schedule.grad_accum))
+
+
+def fgshapes_vocabulary(sources: DataSources) -> dict | None:
+    if sources.fgshapes is None:
+        return None
+    return json.loads((sources.fgshapes / "manifest.json").read_text())["vocabulary"]

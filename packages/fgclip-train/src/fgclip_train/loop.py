@@ -1,0 +1,176 @@
+"""The stage-2 training loop: a short function over composable pieces (data, model, engine, checkpointer,
+logger, validator)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .checkpoint import Checkpointer
+from .config import TrainConfig, dump_config
+from .data import build_data, fgshapes_vocabulary, load_tokenizer, read_sources, total_steps
+from .engine import build_engine, setup_distributed
+from .metrics import MetricsLogger
+from .model import build_model, parameter_groups
+from .validation import Validator
+
+MAX_CONSECUTIVE_SKIPS = 10
+LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "loss_hard")
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss term became NaN or inf."""
+
+
+def loss_kwargs(config: TrainConfig) -> dict:
+    """The model's stage-2 keyword arguments for the configured weights."""
+    if config.model.family == "fgclip":
+        return {"region_loss_weight": config.region_weight, "hard_loss_weight": config.loss.hard_weight}
+    from fgclip_model.fgclip2 import FGCLIP2LossWeights
+
+    return {
+        "weights": FGCLIP2LossWeights(
+            region=config.region_weight, tic=config.loss.tic_weight, hard=config.loss.hard_weight
+        )
+    }
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def check_finite(out, step: int) -> list[str]:
+    """Names of the non-finite loss terms (one host sync for all of them)."""
+    terms = [(name, getattr(out, name)) for name in LOSS_TERMS if getattr(out, name, None) is not None]
+    finite = torch.isfinite(torch.stack([t.detach().float().reshape(()) for _, t in terms]))
+    if bool(finite.all()):
+        return []
+    return [name for (name, _), ok in zip(terms, finite.tolist(), strict=True) if not ok]
+
+
+def train(config: TrainConfig) -> dict:
+    """Run stage 2 as configured; returns the validation metrics before / after and the run's figures."""
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    # data first: FG-Shapes generation forks worker processes, which must happen before the process group's
+    # threads exist; concurrent ranks are serialised by the generator's lock file
+    sources, records, val_records = read_sources(config)
+    env = setup_distributed()
+    torch.manual_seed(config.schedule.seed)
+    out_dir = Path(config.runtime.output_dir)
+    if env.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(dump_config(config))
+
+    tokenizer = load_tokenizer(config, records)
+    model = build_model(config, tokenizer)
+    data = build_data(config, sources, records, val_records, tokenizer, model.config, env.rank, env.world)
+    total = total_steps(config, data.steps_per_epoch)
+    engine, _, scheduler = build_engine(config, model, parameter_groups(model, config), total)
+    checkpointer = Checkpointer(out_dir, config.runtime.save_total_limit, env.rank)
+    state = (checkpointer.resume(engine) if config.runtime.resume else None) or {"step": 0, "skipped": {}}
+    step, skipped = state["step"], dict(state.get("skipped", {}))
+    if "hard_margin" in state and hasattr(engine.module, "hard_margin"):
+        engine.module.hard_margin.fill_(state["hard_margin"])
+
+    validator = None
+    if env.main and val_records and (config.runtime.eval_before or config.runtime.eval_after):
+        validator = Validator(
+            config.model.family,
+            val_records,
+            sources.images,
+            tokenizer,
+            data.loader.collate_fn,
+            data.train.maker.resize,
+            fgshapes_vocabulary(sources),
+            config.data.negatives,
+        )
+    results: dict = {"before": None, "after": None}
+    log = MetricsLogger(
+        out_dir, total, step, env.main, config.runtime.tensorboard, config.runtime.wandb, config.model_dump(mode="json")
+    )
+    if validator and config.runtime.eval_before and step == 0:
+        results["before"] = validator(engine.module, env.device)
+        log.write({"step": 0, "eval": "before", **results["before"]})
+
+    extras = [tokenizer, data.loader.collate_fn.image_processor]
+    kwargs = loss_kwargs(config)
+    started = time.perf_counter()
+    samples_seen = consecutive = 0
+    while step < total:
+        epoch, position = divmod(step * config.schedule.grad_accum, data.steps_per_epoch)
+        data.sampler.set_epoch(epoch, position)
+        data.train.set_epoch(epoch)
+        for batch in data.loader:
+            for reason, n in batch.pop("skipped", {}).items():
+                skipped[reason] = skipped.get(reason, 0) + n
+            if batch.pop("empty", False):
+                continue
+            out = engine(**to_device(batch, env.device), **kwargs)
+            bad = check_finite(out, step)
+            if bad:
+                message = f"step {step + 1}: non-finite loss term(s) {', '.join(bad)}"
+                consecutive += 1
+                if config.loss.on_nonfinite == "error" or consecutive > MAX_CONSECUTIVE_SKIPS:
+                    raise NonFiniteLoss(
+                        message + f" (loss.on_nonfinite=skip skips up to {MAX_CONSECUTIVE_SKIPS} such steps in a row)"
+                    )
+                skipped["non-finite loss (step skipped)"] = skipped.get("non-finite loss (step skipped)", 0) + 1
+                engine.zero_grad()
+                step += 1  # the step happens, without an update
+                log.advance(0)
+                if step >= total:
+                    break
+                continue
+            consecutive = 0
+            engine.backward(out.loss)
+            engine.step()
+            samples_seen += config.schedule.batch_size * env.world
+            if not engine.is_gradient_accumulation_boundary():
+                continue
+            step += 1
+            log.advance(config.schedule.batch_size * env.world * config.schedule.grad_accum)
+            if step % config.runtime.log_every == 0 or step == total:
+                losses = {k: float(getattr(out, k).detach()) for k in LOSS_TERMS if getattr(out, k, None) is not None}
+                extra = {"epoch": epoch, "skipped": sum(skipped.values())}
+                if getattr(out, "hard_margin", None) is not None:
+                    extra["hard_margin"] = float(out.hard_margin)
+                log.step(step, losses, scheduler.get_last_lr()[0], extra)
+            every = config.runtime.save_every
+            if (every and step % every == 0) or step == total:
+                trainer_state = {"step": step, "skipped": skipped, "epoch": epoch}
+                if hasattr(engine.module, "hard_margin"):
+                    trainer_state["hard_margin"] = float(engine.module.hard_margin)
+                checkpointer.save(engine, step, trainer_state, extras)
+            if step >= total:
+                break
+    elapsed = time.perf_counter() - started
+    if validator and config.runtime.eval_after:
+        results["after"] = validator(engine.module, env.device)
+        log.write({"step": step, "eval": "after", **results["after"]})
+    log.close()
+    results.update(
+        steps=step,
+        seconds=elapsed,
+        samples=samples_seen,
+        skipped=skipped,
+        checkpoint=str(checkpointer.latest()) if checkpointer.latest() else None,
+    )
+    if env.main:
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    if dist.is_initialized():
+        dist.barrier()
+    return results
+
+
+def finish_distributed() -> None:
+    """End the process group cleanly (a rank exiting without it can abort with 'terminate called ...')."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    os.environ.pop("FGCLIP_TRAIN_ACTIVE", None)

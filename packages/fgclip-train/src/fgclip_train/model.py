@@ -1,0 +1,97 @@
+"""Build the model of a run: from scratch, from an fgclip checkpoint, or from a base CLIP / SigLIP 2."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fgclip_model import FGCLIPConfig, FGCLIPModel
+from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
+
+from .config import TrainConfig
+from .tokenizer import vocab_size
+
+
+def _scratch_config(config: TrainConfig, tokenizer):
+    size = {k: dict(v) if isinstance(v, dict) else v for k, v in config.model.size.items()}
+    text = size.setdefault("text_config", {})
+    text.setdefault("vocab_size", vocab_size(tokenizer, config.model.family))
+    if config.model.family == "fgclip":
+        return FGCLIPConfig(**size)
+    text.setdefault("projection_size", text.get("hidden_size", 768))
+    return FGCLIP2Config(**size)
+
+
+def build_model(config: TrainConfig, tokenizer) -> torch.nn.Module:
+    """The model to train, in fp32 (DeepSpeed casts for bf16 runs; master weights stay fp32)."""
+    family, init = config.model.family, config.model.init
+    if init is None:
+        model = (FGCLIPModel if family == "fgclip" else FGCLIP2Model)(_scratch_config(config, tokenizer))
+        if family == "fgclip2":  # SigLIP's initialisation for training from scratch: t = 10, b = -10
+            with torch.no_grad():
+                model.logit_scale.fill_(math.log(10.0))
+                model.logit_bias.fill_(-10.0)
+    elif family == "fgclip2":
+        model = FGCLIP2Model.from_siglip2(init) if config.model.from_base else FGCLIP2Model.from_pretrained(init)
+    elif config.model.from_base:  # an OpenAI-style HF CLIP: long tables and filip projection come from the stretch
+        model = FGCLIPModel.from_pretrained(init, strict=False)
+        model.stretch_long_positions()
+    else:
+        model = FGCLIPModel.from_pretrained(init)
+    if config.model.extra_logit_scale is not None:
+        with torch.no_grad():
+            model.logit_scale_finegraind.fill_(config.model.extra_logit_scale)
+            model.logit_scale_hardneg.fill_(config.model.extra_logit_scale)
+    if config.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    promote_scalar_parameters(model)
+    return model.float().train()
+
+
+def promote_scalar_parameters(model: torch.nn.Module) -> list[str]:
+    """Hold the 0-dim temperature parameters (``logit_scale``, ``logit_scale_finegraind`` ...) as shape [1]
+    while training — DeepSpeed views every parameter as bytes to broadcast / partition it, which fails for 0-dim
+    tensors — and keep them 0-dim in every state dict, so checkpoints keep the released layout."""
+    names = [n for n, p in model.named_parameters(recurse=False) if p.dim() == 0]
+    for name in names:
+        old = getattr(model, name)
+        setattr(model, name, torch.nn.Parameter(old.detach().reshape(1), requires_grad=old.requires_grad))
+
+    def to_file(module, state, prefix, local_metadata):
+        for name in names:  # (a ZeRO-3 partition can be empty: left as it is)
+            if prefix + name in state and state[prefix + name].numel() == 1:
+                state[prefix + name] = state[prefix + name].reshape(())
+
+    def from_file(state, prefix, *args):
+        for name in names:
+            if prefix + name in state and state[prefix + name].dim() == 0:
+                state[prefix + name] = state[prefix + name].reshape(1)
+
+    model._register_state_dict_hook(to_file)
+    model._register_load_state_dict_pre_hook(from_file)
+    return names
+
+
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
+    """AdamW groups: decay / no-decay (biases and LayerNorm parameters; with
+    ``optim.decay_embeddings_and_scales: false`` also embeddings, class token, probes and temperatures), split
+    again for ``optim.text_lr``."""
+    norm_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+    exempt_words = ("embedding", "class_embedding", "probe", "logit_scale", "logit_bias")
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = "bias" in name or id(p) in norm_params
+        if not config.optim.decay_embeddings_and_scales and any(w in name for w in exempt_words):
+            no_decay = True
+        text = config.optim.text_lr is not None and name.startswith("text_model.")
+        groups.setdefault((no_decay, text), []).append(p)
+    out = []
+    for (no_decay, text), params in sorted(groups.items()):
+        group = {"params": params, "weight_decay": 0.0 if no_decay else config.optim.weight_decay}
+        if text:
+            group["lr"] = config.optim.text_lr
+        out.append(group)
+    return out

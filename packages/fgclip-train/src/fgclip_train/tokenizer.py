@@ -1,0 +1,76 @@
+"""A word-level tokenizer built from a corpus (FG-Shapes), in the special-token layout of each model family."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+# FG-CLIP 2 checkpoints use Gemma's ids; FG-CLIP v1 pools the first 49407 (CLIP's EOS) in a 49408-token vocab
+SPECIALS = {
+    "fgclip2": {"pad": ("<pad>", 0), "eos": ("<eos>", 1), "bos": ("<bos>", 2), "unk": ("<unk>", 3)},
+    "fgclip": {"unk": ("<unk>", 0), "bos": ("<|startoftext|>", 49406), "eos": ("<|endoftext|>", 49407)},
+}
+CLIP_VOCAB = 49408
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    # whitespace, punctuation, and every CJK character on its own
+    return pre_tokenizers.BertPreTokenizer()
+
+
+def corpus_words(texts: Iterable[str]) -> Counter:
+    pre = _pre_tokenizer()
+    norm = normalizers.Lowercase()
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(piece for piece, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+    return counts
+
+
+def build_word_tokenizer(texts: Iterable[str], family: str, min_count: int = 1) -> PreTrainedTokenizerFast:
+    """A lower-casing word-level tokenizer over the words of ``texts``.
+
+    FG-CLIP 2 layout: pad 0, eos 1, bos 2, unk 3, EOS appended, **padded on the left**: FG-CLIP 2 pools the
+    last position, which right padding fills with a pad token whose features are the same for every text — a
+    model trained from scratch then collapses its text embeddings. Left padding puts the EOS there, which
+    attends to every word (CLIP's EOS pooling). FG-CLIP v1 layout: BOS 49406 + words + EOS 49407, padded with
+    EOS on the right (v1 pools the first EOS), ids below 49406 for words.
+    """
+    specials = SPECIALS[family]
+    vocab = {tok: idx for tok, idx in specials.values()}
+    next_id = max((i for i in vocab.values() if i < 1000), default=-1) + 1
+    for word, n in sorted(corpus_words(texts).items(), key=lambda kv: (-kv[1], kv[0])):
+        if n >= min_count and word not in vocab:
+            vocab[word] = next_id
+            next_id += 1
+    if family == "fgclip" and next_id >= specials["bos"][1]:
+        raise ValueError("corpus vocabulary too large for the CLIP id layout")
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=specials["unk"][0]))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = _pre_tokenizer()
+    eos, eos_id = specials["eos"]
+    if family == "fgclip":
+        bos, bos_id = specials["bos"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A {eos}", special_tokens=[(bos, bos_id), (eos, eos_id)]
+        )
+        pad = eos
+    else:
+        tok.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, eos_id)])
+        pad = specials["pad"][0]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token=specials["unk"][0],
+        bos_token=specials["bos"][0],
+        eos_token=eos,
+        pad_token=pad,
+        padding_side="left" if family == "fgclip2" else "right",
+        truncation_side="right",
+    )
+
+
+def vocab_size(tokenizer, family: str) -> int:
+    return CLIP_VOCAB if family == "fgclip" else max(tokenizer.get_vocab().values()) + 1

@@ -1,0 +1,59 @@
+"""The validated configuration: presets, YAML files, overrides and --show-config."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fgclip_train.cli import main
+from fgclip_train.config import PRESETS, load_config
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_validate(preset):
+    config = load_config(preset=preset)
+    assert config.preset == preset
+
+
+def test_reference_recipes():
+    v1 = load_config(preset="fgclip-v1")
+    assert (v1.optim.lr, v1.optim.weight_decay, v1.schedule.warmup_steps, v1.schedule.batch_size) == (
+        1e-6,
+        0.001,
+        200,
+        512,
+    )
+    assert v1.region_weight == 0.1 and v1.loss.hard_weight == 0.5 and v1.runtime.precision == "bf16"
+    v2 = load_config(preset="fgclip2")
+    assert v2.optim.betas == (0.9, 0.98) and v2.optim.eps == 1e-6 and v2.schedule.epochs == 6
+    assert v2.schedule.warmup_ratio == 0.03 and v2.region_weight == 0.2 and v2.loss.tic_weight == 0.1
+    assert v2.model.from_base and v2.data.max_num_patches is None
+
+
+def test_file_then_overrides(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text(yaml.safe_dump({"preset": "fgclip-v1", "schedule": {"batch_size": 64}, "optim": {"lr": 3e-6}}))
+    config = load_config(file, ["--schedule.batch_size=16", "--loss.hard_negatives=false", "--optim.betas=[0.8, 0.9]"])
+    assert config.preset == "fgclip-v1" and config.schedule.batch_size == 16 and config.optim.lr == 3e-6
+    assert config.loss.hard_negatives is False and config.optim.betas == (0.8, 0.9)
+    assert config.optim.weight_decay == 0.001  # from the preset
+
+
+def test_invalid_configs_are_clear(capsys):
+    with pytest.raises(ValueError, match=r"schedule\.batch_sise"):
+        load_config(overrides=["--schedule.batch_sise=3"])
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_config(preset="nope")
+    assert main(["--schedule.batch_size=many"]) == 2
+    assert "invalid configuration" in capsys.readouterr().err
+    assert main(["oops"]) == 2
+
+
+def test_show_config_round_trips(capsys, tmp_path):
+    assert main(["--preset", "fgclip2", "--show-config", "--optim.lr=5e-6"]) == 0
+    printed = capsys.readouterr().out
+    file = tmp_path / "shown.yaml"
+    file.write_text(printed)
+    again = load_config(file)
+    assert again.optim.lr == 5e-6 and again.preset == "fgclip2"
+    assert again == load_config(preset="fgclip2", overrides=["--optim.lr=5e-6"])

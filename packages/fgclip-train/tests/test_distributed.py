@@ -1,0 +1,92 @@
+"""Two CPU processes (gloo) give the loss and gradients of one process over the same global batch — the
+all-gather of features keeps the gradient — and DeepSpeed ZeRO-2 / ZeRO-3 runs on two processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fgclip_data.fgshapes.generate import GenerateOptions, generate
+
+HERE = Path(__file__).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(nproc: int, *args: str, env=None, timeout=600) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shapes")
+    generate(folder, GenerateOptions(n=24, seed=5, workers=1))
+    return folder
+
+
+@pytest.mark.parametrize("family", ["fgclip2", "fgclip"])
+def test_two_processes_equal_one(family, shapes, tmp_path):
+    outs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"{nproc}.pt"
+        run = _torchrun(nproc, str(HERE / "dist_gather_check.py"), family, str(shapes), str(out))
+        assert run.returncode == 0, run.stderr[-3000:]
+        outs[nproc] = torch.load(out, weights_only=True)
+    one, two = outs[1], outs[2]
+    assert two["indices"] == one["indices"][:4]  # rank 0 of the pair holds the first half of the same batch
+    torch.testing.assert_close(two["loss"], one["loss"], atol=1e-5, rtol=1e-5)
+    assert one["grads"].keys() == two["grads"].keys() and len(one["grads"]) > 20
+    for name in one["grads"]:
+        torch.testing.assert_close(two["grads"][name], one["grads"][name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_on_two_cpu_processes(stage, tiny_overrides, fgshapes_cache, tmp_path):
+    """The training command under torchrun: both ranks step; the exported HF folder equals a one-process run
+    over the same global batches (global losses only, where the two are the same objective)."""
+    common = [o for o in tiny_overrides if "batch_size" not in o and "output_dir" not in o] + [
+        "--loss.region=false",
+        "--loss.hard_negatives=false",
+        "--schedule.max_steps=2",
+        "--runtime.eval_before=false",
+        "--runtime.eval_after=false",
+        f"--runtime.zero_stage={stage}",
+    ]
+    env = {"FGCLIP_CACHE": str(fgshapes_cache), "OMP_NUM_THREADS": "1"}
+    runs = {}
+    for nproc, batch in ((2, 4), (1, 8)):
+        out = tmp_path / f"n{nproc}"
+        run = _torchrun(
+            nproc,
+            "-m",
+            "fgclip_train.cli",
+            *common,
+            f"--schedule.batch_size={batch}",
+            f"--runtime.output_dir={out}",
+            env=env,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        runs[nproc] = load_file(out / "checkpoint-0000002" / "model" / "model.safetensors")
+    assert runs[1].keys() == runs[2].keys()
+    for key in runs[1]:
+        torch.testing.assert_close(runs[2][key], runs[1][key], atol=2e-5, rtol=1e-4, msg=key)

@@ -1,0 +1,112 @@
+"""Stage-2 training on the CPU: both families learn, checkpoints load with fgclip_model, bad data and
+non-finite losses are handled as documented."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import fgclip_model
+from fgclip_train.config import load_config
+from fgclip_train.loop import NonFiniteLoss, train
+
+
+def _losses(run_dir) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def _run(overrides: list[str]):
+    # the one-process group stays up between runs (DeepSpeed caches its groups); see conftest
+    return train(load_config(overrides=overrides))
+
+
+def test_fgclip2_trains_and_its_checkpoint_loads(tiny_overrides, tmp_path):
+    results = _run(
+        [
+            *tiny_overrides,
+            "--schedule.max_steps=12",
+            "--optim.lr=3e-3",
+            "--runtime.save_every=4",
+            "--runtime.save_total_limit=2",
+        ]
+    )
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert set(results["before"]) >= {"i2t_r1_short", "t2i_r1_long", "hard_negative_acc", "box_cls_acc"}
+    kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert kept == ["checkpoint-0000008", "checkpoint-0000012"]  # save_total_limit
+    model, processor = fgclip_model.load(tmp_path / "run" / "checkpoint-0000012" / "model")
+    assert type(model).__name__ == "FGCLIP2Model" and processor.tokenizer is not None
+    ids = processor(text=["a small red circle on the left"])["input_ids"]
+    assert ids.shape == (1, 64) and ids[0, -1] == 1 and ids[0, 0] == 0  # left-padded, EOS last (pooled)
+    assert 3 not in ids.tolist()[0]  # every word of FG-Shapes is in the vocabulary (3 = unk)
+
+
+def test_fgclip_v1_trains(tiny_overrides, tmp_path):
+    v1_size = [
+        "--model.family=fgclip",
+        "--model.size={text_config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+        "num_attention_heads: 2}, vision_config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+        "num_attention_heads: 2, image_size: 64, patch_size: 16}, projection_dim: 32}",
+    ]
+    results = _run(
+        [*tiny_overrides, *v1_size, "--schedule.max_steps=12", "--optim.lr=3e-3", "--runtime.eval_before=false"]
+    )
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert results["after"]["hard_negative_acc"] >= 0
+    model, processor = fgclip_model.load(tmp_path / "run" / "checkpoint-0000012" / "model")
+    assert type(model).__name__ == "FGCLIPModel"
+    batch = processor(text=["a large blue star"], walk_type="box")
+    assert batch["input_ids"][0, 0] == 49406 and batch["input_ids"][0, -1] == 49407
+
+
+def test_non_finite_loss_names_step_and_term(tiny_overrides, monkeypatch):
+    from fgclip_model.fgclip2 import FGCLIP2Model
+
+    original = FGCLIP2Model.stage2_loss
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        out.loss_region = out.loss_region * float("nan")
+        out.loss = out.loss + out.loss_region
+        return out
+
+    monkeypatch.setattr(FGCLIP2Model, "stage2_loss", poisoned)
+    base = [*tiny_overrides, "--schedule.max_steps=2", "--runtime.eval_before=false", "--runtime.eval_after=false"]
+    with pytest.raises(NonFiniteLoss, match=r"step 1: non-finite loss term\(s\) loss, loss_region"):
+        _run(base)
+    results = _run([*base, "--loss.on_nonfinite=skip", "--runtime.resume=false"])
+    assert results["steps"] == 2 and results["skipped"] == {"non-finite loss (step skipped)": 2}
+
+
+def test_bad_samples_are_counted_not_fatal(tiny_overrides, fgshapes_cache, tmp_path):
+    _run([*tiny_overrides, "--schedule.max_steps=1", "--runtime.eval_before=false", "--runtime.eval_after=false"])
+    images = next(fgshapes_cache.glob("fgshapes-n120-*")) / "grit-12m" / "coyo_image_0" / "00000"
+    broken = sorted(images.glob("*.jpg"))[:20]
+    saved = [(p, p.read_bytes()) for p in broken]
+    try:
+        for p in broken[:10]:
+            p.unlink()
+        for p in broken[10:]:
+            p.write_bytes(b"broken")
+        results = _run(
+            [
+                *tiny_overrides,
+                "--schedule.max_steps=6",
+                f"--runtime.output_dir={tmp_path / 'bad'}",
+                "--runtime.eval_before=false",
+                "--runtime.eval_after=false",
+            ]
+        )
+    finally:
+        for p, data in saved:
+            p.write_bytes(data)
+    assert results["steps"] == 6
+    assert results["skipped"].get("missing or corrupt image", 0) > 0
+    rows = [json.loads(line) for line in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["skipped"] == results["skipped"]["missing or corrupt image"]
+    assert torch.isfinite(torch.tensor(rows[-1]["loss"]))
