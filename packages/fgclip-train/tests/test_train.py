@@ -110,3 +110,35 @@ def test_bad_samples_are_counted_not_fatal(tiny_overrides, fgshapes_cache, tmp_p
     rows = [json.loads(line) for line in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["skipped"] == results["skipped"]["missing or corrupt image"]
     assert torch.isfinite(torch.tensor(rows[-1]["loss"]))
+
+
+def test_bilingual_batches_are_monolingual(tiny_overrides, tmp_path):
+    from fgclip_train.data import ResumableBatchSampler
+
+    sampler = ResumableBatchSampler(20, 2, 2, 1, seed=0, groups=[range(12), range(12, 20)])
+    assert len(sampler) == 5
+    for batch in sampler.global_batches():
+        assert all(i < 12 for i in batch) or all(i >= 12 for i in batch)
+    seen = [i for b in sampler.global_batches() for i in b]
+    assert len(seen) == len(set(seen)) == 20
+    sampler.set_epoch(0, start_batch=3)
+    assert list(sampler) == [b[2:4] for b in sampler.global_batches()[3:]]
+
+    results = _run(
+        [*tiny_overrides, "--data.fgshapes_lang=both", "--schedule.max_steps=4", "--runtime.eval_before=false"]
+    )
+    assert results["steps"] == 4 and results["after"]["box_cls_acc"] >= 0
+
+
+def test_bf16_and_gradient_checkpointing_on_cpu(tiny_overrides, tmp_path):
+    """DeepSpeed's bf16 mode (fp32 master weights) and non-reentrant activation checkpointing run on the CPU;
+    the exported checkpoint stays fp32."""
+    results = _run([*tiny_overrides, "--runtime.precision=bf16", "--model.gradient_checkpointing=true",
+                    "--schedule.max_steps=3", "--runtime.eval_before=false", "--runtime.eval_after=false"])
+    assert results["steps"] == 3
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    model, _ = fgclip_model.load(tmp_path / "run" / "checkpoint-0000003" / "model")
+    assert next(model.parameters()).dtype == torch.float32
+    weight = model.text_model.encoder.layers[0].mlp.fc1.weight
+    assert not torch.equal(weight, weight.bfloat16().float())  # the fp32 master weights, not the bf16 copies

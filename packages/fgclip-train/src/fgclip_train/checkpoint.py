@@ -56,6 +56,19 @@ def full_state_dict(engine) -> dict[str, torch.Tensor] | None:
     return state if dist.get_rank() == 0 else None
 
 
+def master_weights(checkpoint: Path, module_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The fp32 master weights of a mixed-precision run, read back from the DeepSpeed checkpoint just written,
+    in the module's state-dict layout (names, shapes — e.g. the 0-dim temperatures — and non-trained tensors)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    fp32 = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="deepspeed")
+    out = {}
+    for key, value in module_state.items():
+        master = fp32.get(key)
+        out[key] = master.float().reshape(value.shape).clone() if master is not None else value
+    return out
+
+
 class Checkpointer:
     def __init__(self, output_dir: str | Path, save_total_limit: int | None, rank: int) -> None:
         self.root = Path(output_dir)
@@ -86,7 +99,13 @@ class Checkpointer:
         torch.save(rng_state(), tmp / "rng" / f"rank{self.rank}.pt")
         weights = full_state_dict(engine)
         if self.rank == 0:
+            if engine.bfloat16_enabled() or engine.fp16_enabled():  # export the fp32 master weights
+                weights = master_weights(tmp, weights)
             engine.module.save_pretrained(tmp / "model", state_dict=weights, safe_serialization=True)
+            config_file = tmp / "model" / "config.json"
+            config = json.loads(config_file.read_text())
+            config["dtype"] = "float32"
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
             for extra in extras:
                 extra.save_pretrained(tmp / "model")
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))

@@ -42,8 +42,11 @@ class DataConfig(_Strict):
     train: str | None = Field(None, description="record file / folder; null: FG-Shapes generated into the cache")
     val: str | None = None
     images: str | None = Field(None, description="image root f_path resolves against")
-    train_cn: str | None = Field(None, description="Chinese records (FG-CLIP 2), mixed in per batch")
+    train_cn: str | None = Field(
+        None, description="Chinese records (FG-CLIP 2): every global batch is all-English or all-Chinese"
+    )
     fgshapes_n: int = 5000
+    fgshapes_lang: Literal["en", "both"] = Field("en", description="both: also train on FG-Shapes' Chinese captions")
     fgshapes_seed: int = 0
     tokenizer: str | None = Field(None, description="tokenizer folder; null: init's, or one built for FG-Shapes")
     max_boxes: int = 4
@@ -162,7 +165,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "data": {"fgshapes_n": 5000, "max_num_patches": 64, "negatives": 10},
         "optim": {"lr": 5e-4, "weight_decay": 0.05, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
-        "schedule": {"epochs": 2, "batch_size": 32, "warmup_steps": 20, "seed": 0},
+        "schedule": {"epochs": 3, "batch_size": 32, "warmup_steps": 20, "seed": 0},
         "runtime": {"output_dir": "runs/fgshapes", "zero_stage": 2},
     },
     # a small FG-CLIP v1 from scratch on FG-Shapes (CLIP token ids; 64 px squashed images)

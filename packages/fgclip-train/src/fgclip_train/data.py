@@ -26,18 +26,26 @@ class DataSources:
     val: Path | None
     images: Path
     fgshapes: Path | None = None
+    train_cn: Path | None = None
 
 
 def resolve_sources(config: TrainConfig) -> DataSources:
     """The configured record folders, or FG-Shapes generated into the cache (once)."""
     data = config.data
     if data.train:
-        return DataSources(Path(data.train), Path(data.val) if data.val else None, Path(data.images))
+        return DataSources(
+            Path(data.train),
+            Path(data.val) if data.val else None,
+            Path(data.images),
+            train_cn=Path(data.train_cn) if data.train_cn else None,
+        )
     if data.fgshapes_n < 2:
         raise ValueError("data.train is not set and data.fgshapes_n < 2: nothing to train on")
-    folder = CACHE / f"fgshapes-n{data.fgshapes_n}-s{data.fgshapes_seed}"
-    generate(folder, GenerateOptions(n=data.fgshapes_n, seed=data.fgshapes_seed, lang="en"))
-    return DataSources(folder / "jsonfiles" / "train", folder / "jsonfiles" / "val", folder / "grit-12m", folder)
+    folder = CACHE / f"fgshapes-n{data.fgshapes_n}-s{data.fgshapes_seed}-{data.fgshapes_lang}"
+    generate(folder, GenerateOptions(n=data.fgshapes_n, seed=data.fgshapes_seed, lang=data.fgshapes_lang))
+    jsonfiles = folder / "jsonfiles"
+    cn = jsonfiles / "train_cn" if data.fgshapes_lang == "both" else None
+    return DataSources(jsonfiles / "train", jsonfiles / "val", folder / "grit-12m", folder, cn)
 
 
 def corpus(records) -> Iterator[str]:
@@ -99,32 +107,43 @@ def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """Seeded per-epoch permutation dealt in global batches of ``batch × world``; this rank takes its slice.
+    """Seeded per-epoch shuffling dealt in global batches of ``batch × world``; this rank takes its slice.
 
-    The last incomplete global batch is dropped (every rank needs the same batch size for the gathers).
+    ``groups`` (e.g. the English and the Chinese records) are shuffled and cut into global batches separately,
+    so every global batch holds one group only (FG-CLIP 2's bilingual sampler, with shuffling inside each
+    language, which the reference lacked); the batches of all groups are then shuffled together. Each group's
+    last incomplete global batch is dropped (every rank needs the same batch size for the gathers).
     ``start_batch`` skips the batches a resumed run has already seen, without loading them.
     """
 
-    def __init__(self, size: int, batch: int, world: int, rank: int, seed: int) -> None:
-        self.size, self.batch, self.world, self.rank, self.seed = size, batch, world, rank, seed
+    def __init__(self, size: int, batch: int, world: int, rank: int, seed: int, groups: list[range] | None = None):
+        self.batch, self.world, self.rank, self.seed = batch, world, rank, seed
+        self.groups = groups or [range(size)]
         self.epoch = 0
         self.start_batch = 0
         if len(self) == 0:
             raise ValueError(f"{size} samples do not fill one global batch of {batch} x {world}")
 
     def __len__(self) -> int:
-        return self.size // (self.batch * self.world)
+        return sum(len(g) // (self.batch * self.world) for g in self.groups)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def global_batches(self) -> list[list[int]]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=g).tolist()
         span = self.batch * self.world
-        for b in range(self.start_batch, len(self)):
-            start = b * span + self.rank * self.batch
-            yield order[start : start + self.batch]
+        batches = []
+        for group in self.groups:
+            order = [group[i] for i in torch.randperm(len(group), generator=g).tolist()]
+            batches += [order[b * span : (b + 1) * span] for b in range(len(order) // span)]
+        if len(self.groups) > 1:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches()[self.start_batch :]:
+            yield batch[self.rank * self.batch : (self.rank + 1) * self.batch]
 
 
 @dataclass
@@ -144,6 +163,11 @@ class TrainData:
 def read_sources(config: TrainConfig):
     sources = resolve_sources(config)
     records = read_records(sources.train)
+    if sources.train_cn is not None:
+        chinese = [r for r in read_records(sources.train_cn) if r.record.chinese]
+        if not chinese:
+            raise ValueError(f"{sources.train_cn}: no Chinese records (is_cn) found")
+        records = [r for r in records if not r.record.chinese] + chinese
     val = read_records(sources.val) if sources.val else []
     if config.data.val_limit is not None:
         val = val[: config.data.val_limit]
@@ -154,8 +178,12 @@ def build_data(config: TrainConfig, sources, records, val, tokenizer, model_conf
     image_size = config.data.image_size
     if config.model.family == "fgclip":
         image_size = image_size or model_config.vision_config.image_size
+    groups = None
+    if sources.train_cn is not None:  # read_sources put the Chinese records after the English ones
+        english = sum(1 for r in records if not r.record.chinese)
+        groups = [range(english), range(english, len(records))]
     dataset = build_dataset(config, records, sources.images, image_size)
-    sampler = ResumableBatchSampler(len(dataset), config.schedule.batch_size, world, rank, config.schedule.seed)
+    sampler = ResumableBatchSampler(len(dataset), config.schedule.batch_size, world, rank, config.schedule.seed, groups)
     collate = build_collator(config, tokenizer, model_config, image_size)
     loader = DataLoader(
         dataset,

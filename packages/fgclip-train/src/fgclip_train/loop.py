@@ -40,11 +40,18 @@ def loss_kwargs(config: TrainConfig) -> dict:
     }
 
 
+# read on the host by the model (position resizing, feature-map geometry): moving them would force a sync
+HOST_TENSORS = ("spatial_shapes",)
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    return {
+        k: (v.to(device, non_blocking=True) if torch.is_tensor(v) and k not in HOST_TENSORS else v)
+        for k, v in batch.items()
+    }
 
 
-def check_finite(out, step: int) -> list[str]:
+def check_finite(out) -> list[str]:
     """Names of the non-finite loss terms (one host sync for all of them)."""
     terms = [(name, getattr(out, name)) for name in LOSS_TERMS if getattr(out, name, None) is not None]
     finite = torch.isfinite(torch.stack([t.detach().float().reshape(()) for _, t in terms]))
@@ -112,7 +119,7 @@ def train(config: TrainConfig) -> dict:
             if batch.pop("empty", False):
                 continue
             out = engine(**to_device(batch, env.device), **kwargs)
-            bad = check_finite(out, step)
+            bad = check_finite(out)
             if bad:
                 message = f"step {step + 1}: non-finite loss term(s) {', '.join(bad)}"
                 consecutive += 1

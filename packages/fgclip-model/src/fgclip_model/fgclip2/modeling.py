@@ -516,13 +516,13 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             out.loss_long = sigmoid_loss(image_embeds, long_all, scale, bias, offset)
             loss = loss + out.loss_long
 
-        dense = None
+        maps = None
         if add_box_loss or num_hard:
-            dense = self.dense_feature_head.dense(tokens, pixel_attention_mask)
+            maps = self._feature_maps(self.dense_feature_head.dense(tokens, pixel_attention_mask), shapes)
         if add_box_loss:
             boxes = box_infos.reshape(batch, -1, 4)[..., :4]
             valid = _first_slots(boxes.shape[1], box_nums, batch, boxes.device)
-            regions = normalize(self._slot_region_features(dense, shapes, boxes))
+            regions = normalize(self._slot_region_features(maps, shapes, boxes))
             texts = normalize(self.boxtext_head(rest.pop(0)))
             out.loss_region = masked_contrastive_loss(regions, texts, valid, self.logit_scale_finegraind.exp())
             out.loss_tic = text_intra_contrastive_loss(texts, valid)
@@ -534,7 +534,7 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             boxes = hard_infos.reshape(batch, -1, 4)[..., :4]
             valid = _first_slots(boxes.shape[1], hard_nums, batch, boxes.device)
             order = torch.sort(valid.flatten().int(), descending=True, stable=True).indices[:num_hard]
-            regions = normalize(self._slot_region_features(dense, shapes, boxes)[order])
+            regions = normalize(self._slot_region_features(maps, shapes, boxes)[order])
             texts = normalize(self.boxtext_head(rest.pop(0))).reshape(num_hard, candidates, -1)
             mask = None if hard_text_mask is None else hard_text_mask.reshape(num_hard, candidates).bool()
             terms = fgclip2_hard_negative_terms(regions, texts, self.logit_scale_hardneg.exp(), margin, mask)
@@ -600,10 +600,11 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             rois.append(torch.cat([torch.full((len(bx), 1), float(b)), grid], dim=1))
         return roi_features(maps, torch.cat(rois).to(dense.device))
 
-    def _slot_region_features(self, dense: torch.Tensor, shapes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """RoI features of every box slot, boxes [B, S, 4] normalised -> [B·S, D] (padding slots give zeros)."""
+    @staticmethod
+    def _slot_region_features(maps: torch.Tensor, shapes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """RoI features of every box slot on the :meth:`_feature_maps` of a batch: boxes [B, S, 4] normalised ->
+        [B·S, D] (padding slots give zeros)."""
         batch, slots, _ = boxes.shape
-        maps = self._feature_maps(dense, shapes)
         scale = shapes.flip(-1).repeat(1, 2).to(device=boxes.device, dtype=torch.float32)
         grid = boxes.float().clamp(0, 1) * scale[:, None, :]
         index = torch.arange(batch, device=boxes.device, dtype=torch.float32).repeat_interleave(slots)
