@@ -133,8 +133,16 @@ def test_bilingual_batches_are_monolingual(tiny_overrides, tmp_path):
 def test_bf16_and_gradient_checkpointing_on_cpu(tiny_overrides, tmp_path):
     """DeepSpeed's bf16 mode (fp32 master weights) and non-reentrant activation checkpointing run on the CPU;
     the exported checkpoint stays fp32."""
-    results = _run([*tiny_overrides, "--runtime.precision=bf16", "--model.gradient_checkpointing=true",
-                    "--schedule.max_steps=3", "--runtime.eval_before=false", "--runtime.eval_after=false"])
+    results = _run(
+        [
+            *tiny_overrides,
+            "--runtime.precision=bf16",
+            "--model.gradient_checkpointing=true",
+            "--schedule.max_steps=3",
+            "--runtime.eval_before=false",
+            "--runtime.eval_after=false",
+        ]
+    )
     assert results["steps"] == 3
     losses = _losses(tmp_path / "run")
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))

@@ -180,3 +180,44 @@ def fgclip2_hard_negative_terms(
     with torch.no_grad():
         margin_estimate = s_pos.mean() - (s_neg * negative_mask).sum() / count
     return HardNegativeTerms(itc, pair, rank, margin_estimate)
+
+
+# ------------------------------------------------------------------------------------------------ Long-CLIP terms
+
+
+def principal_reconstruction(features: torch.Tensor, k: int = 32) -> torch.Tensor:
+    """Long-CLIP's "coarse" features: each row rebuilt from the top-``k`` principal directions of the batch.
+
+    ``X = features − mean``; thin SVD ``X = U S Vᵀ``; returns ``X V_k V_kᵀ + mean`` (float32, not re-normalised).
+    With ``k ≥ rank(X)`` (e.g. a batch of at most k + 1 rows) this is the input itself.
+    """
+    x = features.float()
+    mean = x.mean(dim=0, keepdim=True)
+    centred = x - mean
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    basis = vh[:k].T  # [E, k]
+    return centred @ basis @ basis.T + mean
+
+
+def pcm_losses(
+    image_local: torch.Tensor,
+    long_local: torch.Tensor,
+    short_local: torch.Tensor,
+    coarse_local: torch.Tensor,
+    gathered: dict[str, torch.Tensor],
+    logit_scale: torch.Tensor,
+    offset: int = 0,
+    label_smoothing: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Primary Component Matching (Long-CLIP): (long loss, short loss).
+
+    Long captions align with the full image features; short captions with the ``coarse`` (principal-component)
+    image features. ``gathered`` holds the rows of every rank: ``image``, ``long``, ``short``, ``coarse``.
+    """
+    loss_long = contrastive_loss(
+        image_local, long_local, gathered["image"], gathered["long"], logit_scale, offset, label_smoothing
+    )
+    loss_short = contrastive_loss(
+        coarse_local, short_local, gathered["coarse"], gathered["short"], logit_scale, offset, label_smoothing
+    )
+    return loss_long, loss_short

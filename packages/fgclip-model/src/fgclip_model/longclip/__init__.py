@@ -1,6 +1,8 @@
 """Long-CLIP (77 -> 248 positions) on transformers' ``CLIPModel``."""
 
 from .convert import (
+    KEEP_POSITIONS,
+    LONG_CONTEXT,
     clip_to_longclip,
     config_from_openai_state_dict,
     export_longclip_state_dict,
@@ -11,6 +13,8 @@ from .convert import (
 from .stretch import stretch_positions, stretched_length
 
 __all__ = [
+    "KEEP_POSITIONS",
+    "LONG_CONTEXT",
     "clip_to_longclip",
     "config_from_openai_state_dict",
     "export_longclip_state_dict",
