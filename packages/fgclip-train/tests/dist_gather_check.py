@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from fgclip_data import FineHARDDataset, ImageResize, SampleOptions, read_records
 from fgclip_train.config import load_config
-from fgclip_train.data import ResumableBatchSampler, build_collator
+from fgclip_train.data import ResumableBatchSampler, build_fgclip_collator
 from fgclip_train.model import build_model
 from fgclip_train.tokenizer import build_word_tokenizer
 
@@ -42,7 +42,7 @@ def main(family: str, folder: str, out: str) -> None:
     data = FineHARDDataset(records, f"{folder}/grit-12m", SampleOptions(), resize)
     sampler = ResumableBatchSampler(len(data), GLOBAL_BATCH // world, world, rank, seed=3)
     indices = next(iter(sampler))
-    collate = build_collator(config, tokenizer, model.config, 64 if family == "fgclip" else None)
+    collate = build_fgclip_collator(config, tokenizer, model.config, 64 if family == "fgclip" else None)
     out_ = model(**collate([data[i] for i in indices]))
     out_.loss.backward()
     grads = {}

@@ -20,7 +20,7 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """Which model to train and where its weights come from."""
 
-    family: Literal["fgclip", "fgclip2"] = "fgclip2"
+    family: str = Field("fgclip2", description="fgclip, fgclip2 (or a registered family such as longclip)")
     init: str | None = Field(
         None, description="checkpoint folder to start from (FG-CLIP/FG-CLIP 2, or CLIP/SigLIP 2 with from_base)"
     )

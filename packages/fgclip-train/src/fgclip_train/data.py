@@ -64,7 +64,9 @@ def load_tokenizer(config: TrainConfig, records) -> object:
     for folder in (config.data.tokenizer, config.model.init):
         if folder and any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
             return AutoTokenizer.from_pretrained(folder)
-    return build_word_tokenizer(corpus(records), config.model.family)
+    from .families import get_family
+
+    return build_word_tokenizer(corpus(records), get_family(config.model.family).tokenizer_layout)
 
 
 def sample_options(config: TrainConfig) -> SampleOptions:
@@ -74,11 +76,12 @@ def sample_options(config: TrainConfig) -> SampleOptions:
 
 
 def build_dataset(config: TrainConfig, records, images: Path, image_size: int | None) -> FineHARDDataset:
-    resize = ImageResize(square=image_size) if config.model.family == "fgclip" else ImageResize()
+    resize = ImageResize(square=image_size) if image_size else ImageResize()
     return FineHARDDataset(records, images, sample_options(config), resize, seed=config.schedule.seed)
 
 
-def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int | None):
+def build_fgclip_collator(config: TrainConfig, tokenizer, model_config, image_size: int | None):
+    """The FG-CLIP v1 / FG-CLIP 2 stage-2 collator of the configured family."""
     losses = config.loss
     common = {
         "max_boxes": config.data.max_boxes,
@@ -175,16 +178,19 @@ def read_sources(config: TrainConfig):
 
 
 def build_data(config: TrainConfig, sources, records, val, tokenizer, model_config, rank: int, world: int) -> TrainData:
-    image_size = config.data.image_size
-    if config.model.family == "fgclip":
-        image_size = image_size or model_config.vision_config.image_size
+    from .families import get_family
+
+    family = get_family(config.model.family)
+    image_size = None
+    if family.square_images:
+        image_size = config.data.image_size or model_config.vision_config.image_size
     groups = None
     if sources.train_cn is not None:  # read_sources put the Chinese records after the English ones
         english = sum(1 for r in records if not r.record.chinese)
         groups = [range(english), range(english, len(records))]
     dataset = build_dataset(config, records, sources.images, image_size)
     sampler = ResumableBatchSampler(len(dataset), config.schedule.batch_size, world, rank, config.schedule.seed, groups)
-    collate = build_collator(config, tokenizer, model_config, image_size)
+    collate = family.build_collator(config, tokenizer, model_config, image_size)
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,

@@ -13,11 +13,11 @@ import torch.distributed as dist
 
 from .checkpoint import Checkpointer
 from .config import TrainConfig, dump_config
-from .data import build_data, fgshapes_vocabulary, load_tokenizer, read_sources, total_steps
+from .data import build_data, load_tokenizer, read_sources, total_steps
 from .engine import build_engine, setup_distributed
+from .families import get_family
 from .metrics import MetricsLogger
-from .model import build_model, parameter_groups
-from .validation import Validator
+from .model import parameter_groups
 
 MAX_CONSECUTIVE_SKIPS = 10
 LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "loss_hard")
@@ -25,19 +25,6 @@ LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "los
 
 class NonFiniteLoss(RuntimeError):
     """A loss term became NaN or inf."""
-
-
-def loss_kwargs(config: TrainConfig) -> dict:
-    """The model's stage-2 keyword arguments for the configured weights."""
-    if config.model.family == "fgclip":
-        return {"region_loss_weight": config.region_weight, "hard_loss_weight": config.loss.hard_weight}
-    from fgclip_model.fgclip2 import FGCLIP2LossWeights
-
-    return {
-        "weights": FGCLIP2LossWeights(
-            region=config.region_weight, tic=config.loss.tic_weight, hard=config.loss.hard_weight
-        )
-    }
 
 
 # read on the host by the model (position resizing, feature-map geometry): moving them would force a sync
@@ -74,11 +61,12 @@ def train(config: TrainConfig) -> dict:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(dump_config(config))
 
+    family = get_family(config.model.family)
     tokenizer = load_tokenizer(config, records)
-    model = build_model(config, tokenizer)
+    model = family.build_model(config, tokenizer)
     data = build_data(config, sources, records, val_records, tokenizer, model.config, env.rank, env.world)
     total = total_steps(config, data.steps_per_epoch)
-    engine, _, scheduler = build_engine(config, model, parameter_groups(model, config), total)
+    engine, _, scheduler = build_engine(config, model, parameter_groups(model, config, family.no_decay(model)), total)
     checkpointer = Checkpointer(out_dir, config.runtime.save_total_limit, env.rank)
     state = (checkpointer.resume(engine) if config.runtime.resume else None) or {"step": 0, "skipped": {}}
     step, skipped = state["step"], dict(state.get("skipped", {}))
@@ -86,16 +74,10 @@ def train(config: TrainConfig) -> dict:
         engine.module.hard_margin.fill_(state["hard_margin"])
 
     validator = None
-    if env.main and val_records and (config.runtime.eval_before or config.runtime.eval_after):
-        validator = Validator(
-            config.model.family,
-            val_records,
-            sources.images,
-            tokenizer,
-            data.loader.collate_fn,
-            data.train.maker.resize,
-            fgshapes_vocabulary(sources),
-            config.data.negatives,
+    wants_eval = config.runtime.eval_before or config.runtime.eval_after
+    if env.main and val_records and wants_eval and family.build_validator:
+        validator = family.build_validator(
+            config, val_records, sources, tokenizer, data.loader.collate_fn, data.train.maker.resize
         )
     results: dict = {"before": None, "after": None}
     log = MetricsLogger(
@@ -106,7 +88,7 @@ def train(config: TrainConfig) -> dict:
         log.write({"step": 0, "eval": "before", **results["before"]})
 
     extras = [tokenizer, data.loader.collate_fn.image_processor]
-    kwargs = loss_kwargs(config)
+    kwargs = family.loss_kwargs(config)
     started = time.perf_counter()
     samples_seen = consecutive = 0
     while step < total:

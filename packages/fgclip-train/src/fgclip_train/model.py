@@ -73,8 +73,8 @@ def promote_scalar_parameters(model: torch.nn.Module) -> list[str]:
     return names
 
 
-def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
-    """AdamW groups: decay / no-decay (biases and LayerNorm parameters; with
+def parameter_groups(model: torch.nn.Module, config: TrainConfig, no_decay_names: set[str] = frozenset()) -> list[dict]:
+    """AdamW groups: decay / no-decay (biases, LayerNorm parameters and ``no_decay_names``; with
     ``optim.decay_embeddings_and_scales: false`` also embeddings, class token, probes and temperatures), split
     again for ``optim.text_lr``."""
     norm_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
@@ -83,7 +83,7 @@ def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_decay = "bias" in name or id(p) in norm_params
+        no_decay = "bias" in name or id(p) in norm_params or name in no_decay_names
         if not config.optim.decay_embeddings_and_scales and any(w in name for w in exempt_words):
             no_decay = True
         text = config.optim.text_lr is not None and name.startswith("text_model.")
