@@ -97,3 +97,15 @@ def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
     assert exit_.value.code == 0 and "usage: fgclip-data" in capsys.readouterr().out
+
+
+def test_convert_to_finehard_records(tmp_path, capsys):
+    from fgclip_data import read_records
+
+    path = tmp_path / "share.json"
+    path.write_text(json.dumps([_share(f"coco/train2017/{i:012d}.jpg") for i in range(5)]))
+    assert main(["sharegpt4v", "convert", "--json", str(path), "--out", str(tmp_path / "out"), "--val-size", "2"]) == 0
+    assert "val records: 2" in capsys.readouterr().out
+    val, train = read_records(tmp_path / "out" / "val.jsonl"), read_records(tmp_path / "out" / "train.jsonl")
+    assert [r.record.f_path for r in val] == ["coco/train2017/000000000000.jpg", "coco/train2017/000000000001.jpg"]
+    assert len(train) == 3 and train[0].record.short_caption == "A cat sits on a mat"

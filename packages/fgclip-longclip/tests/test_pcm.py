@@ -98,3 +98,34 @@ def test_load_from_a_longclip_pt_and_missing_paths(golden, tmp_path):
     assert model.text_model.embeddings.position_embedding.weight.shape[0] == 248
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         load_from_clip(tmp_path / "ViT-B-16")
+
+
+def test_reference_bugs_stay_fixed(golden, tmp_path, clip_tokenizer):
+    """Long-CLIP spec §6: the stretch of an fp16 OpenAI table is computed in fp32; the sampler reshuffles every
+    epoch; short captions are not padded to 248 tokens."""
+    state = torch.load(golden / "longclip_s0" / "longclip-tiny.pt", weights_only=True)
+    openai = {k: v.half() for k, v in state.items() if k != "positional_embedding_res"}
+    openai["positional_embedding"] = state["positional_embedding"][:77].half()
+    torch.save(openai, tmp_path / "openai.pt")
+    table = load_from_clip(tmp_path / "openai.pt").text_model.embeddings.position_embedding.weight
+    p = openai["positional_embedding"].float()
+    assert table.dtype == torch.float32 and table.shape[0] == 248
+    assert torch.equal(table[:20], p[:20])
+    torch.testing.assert_close(table[22], (p[20] + p[21]) / 2, atol=0, rtol=0)
+
+    from fgclip_train.data import ResumableBatchSampler
+
+    sampler = ResumableBatchSampler(64, 8, 1, 0, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+    from PIL import Image
+
+    from fgclip_data import Sample
+    from fgclip_longclip.family import build_collator
+
+    collate = build_collator(None, clip_tokenizer, None, 32)
+    sample = Sample(Image.new("RGB", (40, 30)), "a long caption " * 30, "a short one")
+    batch = collate([sample, sample])
+    assert batch["text_short"].shape[1] < 20 and batch["text_long"].shape[1] > 77

@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--missing-out", type=Path, default=None, help="write the missing image paths here")
     s.add_argument("--strict", action="store_true")
 
+    v = share.add_parser("convert", help="write FineHARD-format train.jsonl / val.jsonl (first 1000) records")
+    v.add_argument("--json", required=True, type=Path, help="share-captioner_coco_lcs_sam_1246k_1107.json")
+    v.add_argument("--out", required=True, type=Path, help="folder for train.jsonl and val.jsonl")
+    v.add_argument("--val-size", type=int, default=1000)
+
     shapes = groups.add_parser("fgshapes", help="FG-Shapes").add_subparsers(dest="command", required=True)
     g = shapes.add_parser("generate", help="write a deterministic FineHARD-format set of coloured shapes")
     g.add_argument("--out", required=True, type=Path)
@@ -144,6 +149,14 @@ def _sharegpt4v_check(args) -> int:
     return 1 if report.skipped else 0
 
 
+def _sharegpt4v_convert(args) -> int:
+    from fgclip_data.sharegpt4v import convert
+
+    report = convert(args.json, args.out, val_size=args.val_size)
+    print(report.summary("sharegpt4v convert"))
+    return 0
+
+
 def _generate(args) -> int:
     from fgclip_data.fgshapes.generate import GenerateOptions, generate
 
@@ -173,6 +186,7 @@ COMMANDS = {
     ("finehard", "rename"): _rename,
     ("finehard", "check"): _check,
     ("sharegpt4v", "check"): _sharegpt4v_check,
+    ("sharegpt4v", "convert"): _sharegpt4v_convert,
     ("fgshapes", "generate"): _generate,
 }
 

@@ -134,3 +134,26 @@ def to_finehard(item: ShareGPT4VItem) -> dict:
     """A FineHARD-format record (no boxes) for the shared datasets and collators; ``f_path`` is the
     ``image`` path relative to the ShareGPT4V data root."""
     return {"f_path": item.record.image, "caption": item.record.caption, "short_caption": item.record.short_caption}
+
+
+def convert(
+    path: str | Path, out_dir: str | Path, report: Report | None = None, val_size: int = BENCHMARK_SIZE
+) -> Report:
+    """Write the records as FineHARD-format JSON Lines: ``val.jsonl`` (the first ``val_size``: ShareGPT4V-1k)
+    and ``train.jsonl`` (the rest), so the shared datasets, ``stage2`` and ``finetune`` read them with
+    ``--data.images`` pointing at the ShareGPT4V ``data/`` root. Written atomically."""
+    import json
+    import os
+
+    report = report if report is not None else Report()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = {name: out_dir / f".{name}.jsonl.tmp" for name in ("val", "train")}
+    with open(tmp["val"], "w", encoding="utf-8") as val, open(tmp["train"], "w", encoding="utf-8") as train:
+        for item in iter_sharegpt4v(path, report):
+            target = val if item.index < val_size else train
+            target.write(json.dumps(to_finehard(item), ensure_ascii=False) + "\n")
+            report.count("val records" if item.index < val_size else "train records")
+    for name, file in tmp.items():
+        os.replace(file, out_dir / f"{name}.jsonl")
+    return report

@@ -87,6 +87,12 @@ class LongCLIPForPCM(nn.Module):
         self.pca_dim = pca_dim
         self.label_smoothing = label_smoothing
 
+    def save_pretrained(self, path, state_dict: dict | None = None, **kwargs) -> None:
+        """Save the wrapped ``CLIPModel`` as an HF folder (a ``clip.``-prefixed state dict is accepted)."""
+        if state_dict is not None:
+            state_dict = {k.removeprefix("clip."): v for k, v in state_dict.items()}
+        self.clip.save_pretrained(path, state_dict=state_dict, **kwargs)
+
     def forward(
         self,
         image: torch.Tensor,

@@ -23,14 +23,14 @@ METRIC_NAMES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "stage2", description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="stage2",
-        description=__doc__.split("\n\n")[0],
+        prog=prog,
+        description=description or __doc__.split("\n\n")[0],
         epilog="Presets: " + ", ".join(PRESETS) + ". Launch on several processes with torchrun or deepspeed.",
     )
     parser.add_argument("--config", help="a YAML file (any subset of the --show-config output)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from this preset (default: fgshapes)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from this preset")
     parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     return parser
@@ -49,8 +49,8 @@ def format_metrics(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, overrides = build_parser().parse_known_args(argv)
+def main(argv: list[str] | None = None, prog: str = "stage2", description: str | None = None) -> int:
+    args, overrides = build_parser(prog, description).parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
     if bad:
         print(f"stage2: error: overrides look like --section.field=value, got {bad}", file=sys.stderr)

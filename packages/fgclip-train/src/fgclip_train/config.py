@@ -52,6 +52,7 @@ class DataConfig(_Strict):
     max_boxes: int = 4
     negatives: int | None = 10
     region_caption: Literal["random", "short", "long"] = "random"
+    short_prefix: str = Field("a photo of ", description="prepended to English short captions (the reference)")
     image_size: int | None = Field(None, description="v1: square image side (default: the model's)")
     max_num_patches: int | None = Field(64, description="v2: fixed patch budget; null: the reference's batch bucket")
     workers: int = 0

@@ -71,7 +71,10 @@ def load_tokenizer(config: TrainConfig, records) -> object:
 
 def sample_options(config: TrainConfig) -> SampleOptions:
     return SampleOptions(
-        max_boxes=config.data.max_boxes, negatives=config.data.negatives, region_caption=config.data.region_caption
+        max_boxes=config.data.max_boxes,
+        negatives=config.data.negatives,
+        region_caption=config.data.region_caption,
+        short_prefix=config.data.short_prefix,
     )
 
 

@@ -1,0 +1,50 @@
+"""The finetune command on fgclip-train's loop: the loss falls, the first 20 positions stay bit-identical,
+checkpoints load with fgclip_model, the reference preset is explicit."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+import fgclip_model
+from fgclip_longclip.cli import main
+from fgclip_longclip.family import register
+from fgclip_train.config import load_config
+from fgclip_train.loop import train
+
+
+def test_finetune_steps_lower_the_loss_and_keep_the_frozen_rows(tiny, tmp_path):
+    register()
+    config = load_config(
+        preset="longclip-fgshapes",
+        overrides=[*tiny, "--schedule.max_steps=12", "--optim.lr=3e-3", "--runtime.save_every=1"],
+    )
+    results = train(config)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert set(results["after"]) == {"i2t_r1_long", "t2i_r1_long", "i2t_r1_short", "t2i_r1_short"}
+    key = "text_model.embeddings.position_embedding.weight"
+    first = load_file(tmp_path / "run" / "checkpoint-0000011" / "model" / "model.safetensors")[key]
+    last = load_file(tmp_path / "run" / "checkpoint-0000012" / "model" / "model.safetensors")[key]
+    assert first.shape == (248, 32)
+    assert torch.equal(first[:20], last[:20]) and not torch.equal(first[20:], last[20:])
+    model, processor = fgclip_model.load(tmp_path / "run" / "checkpoint-0000012" / "model")
+    assert type(model).__name__ == "CLIPModel" and model.config.text_config.max_position_embeddings == 248
+    ids = processor(text=["an image of two shapes " * 20], walk_type="long")["input_ids"]
+    assert ids.shape[1] > 77  # long captions beyond CLIP's 77 tokens
+    with torch.no_grad():
+        assert torch.isfinite(model.get_text_features(input_ids=ids).pooler_output).all()
+
+
+def test_presets_and_help(capsys):
+    assert main(["--show-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "preset: longclip-fgshapes" in shown and "family: longclip" in shown
+    assert main(["--preset", "longclip", "--show-config"]) == 0
+    reference = load_config(preset="longclip")
+    assert (reference.optim.lr, reference.optim.weight_decay, reference.schedule.warmup_steps) == (1e-6, 0.01, 200)
+    assert reference.schedule.epochs == 6 and reference.schedule.batch_size == 128
+    assert reference.model.extra_logit_scale == 4.6052 and reference.data.short_prefix == ""
