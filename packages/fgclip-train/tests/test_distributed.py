@@ -34,7 +34,9 @@ def _torchrun(nproc: int, *args: str, env=None, timeout=600) -> subprocess.Compl
         f"--master_port={_free_port()}",
         *args,
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # left by in-process runs
+    clean = {k: v for k, v in os.environ.items() if k not in launcher}
+    return subprocess.run(cmd, capture_output=True, text=True, env={**clean, **(env or {})}, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

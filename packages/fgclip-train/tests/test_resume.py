@@ -37,10 +37,17 @@ def _command(overrides: list[str], out: Path) -> list[str]:
     ]
 
 
+def _checked(command: list[str], env: dict) -> None:
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+
+
 def test_sigkill_then_resume_reproduces_losses(tiny_overrides, fgshapes_cache, tmp_path):
-    env = {**os.environ, "FGCLIP_CACHE": str(fgshapes_cache)}
+    # a clean environment: in-process runs of other tests leave RANK / MASTER_PORT ... of their process group
+    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher} | {"FGCLIP_CACHE": str(fgshapes_cache)}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run(_command(tiny_overrides, full), env=env, check=True, capture_output=True, timeout=600)
+    _checked(_command(tiny_overrides, full), env)
 
     proc = subprocess.Popen(
         _command(tiny_overrides, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -55,7 +62,7 @@ def test_sigkill_then_resume_reproduces_losses(tiny_overrides, fgshapes_cache, t
     assert not (killed / "checkpoint-0000040").exists(), "the run finished before the kill"
     resumed_from = max(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*"))
 
-    subprocess.run(_command(tiny_overrides, killed), env=env, check=True, capture_output=True, timeout=600)
+    _checked(_command(tiny_overrides, killed), env)
     a, b = _losses(full), _losses(killed)
     later = [s for s in range(resumed_from + 1, 41)]
     assert later and all(s in b for s in later)
