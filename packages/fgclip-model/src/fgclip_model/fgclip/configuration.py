@@ -14,7 +14,7 @@ class FGCLIPConfig(CLIPConfig):
     r"""FG-CLIP v1: a CLIP config (text / vision sub-configs of transformers' ``CLIPConfig``) plus the long-text
     geometry the released ``config.json`` files do not record.
 
-    Args:
+    Attributes:
         text_config (`dict` or `CLIPTextConfig`): the text tower. ``max_position_embeddings`` (77) is the short
             table; ``bos/eos/pad`` ids are forced to 49406 / 49407 / 49407 as the reference model does.
         vision_config (`dict` or `CLIPVisionConfig`): the ViT (base: 224 px / patch 16; large: 336 px / patch 14).

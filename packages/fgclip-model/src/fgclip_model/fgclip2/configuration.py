@@ -10,13 +10,14 @@ from transformers import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
 class FGCLIP2TextConfig(Siglip2TextConfig):
     r"""The FG-CLIP 2 text tower: every SigLIP 2 text field, plus
 
-    Args:
+    Attributes:
         keep_len (`int`, defaults to 20): leading positions of long text read from ``position_embedding_ori``.
         longtext_len (`int`, defaults to 196): rows of the two long position tables — the longest long text.
         max_position_embeddings (`int`, defaults to 64): rows of the short table (short and box text).
         projection_size (`int`): output width of ``text_model.head`` (short walk); defaults to ``hidden_size``.
-        pad_token_id / bos_token_id / eos_token_id: unused by the model (the reference inherits CLIP's ids, which
-            do not exist in the Gemma vocabulary); default ``None``. The tokenizer in the checkpoint folder decides.
+
+    ``pad_token_id`` / ``bos_token_id`` / ``eos_token_id`` are unused by the model (the reference inherits CLIP's
+    ids, which do not exist in the Gemma vocabulary) and default to ``None``: the checkpoint's tokenizer decides.
     """
 
     model_type = "fgclip2_text_model"
@@ -42,7 +43,7 @@ class FGCLIP2VisionConfig(Siglip2VisionConfig):
 class FGCLIP2Config(Siglip2Config):
     r"""FG-CLIP 2: ``text_config`` (:class:`FGCLIP2TextConfig`), ``vision_config`` (:class:`FGCLIP2VisionConfig`).
 
-    Args:
+    Attributes:
         initializer_factor (`float`, defaults to 1.0): scale of the random initialisation.
         extra_logit_scale_init (`float`, defaults to ln 100 = 4.6052): initial value of the region and
             hard-negative temperatures (``logit_scale_finegraind``, ``logit_scale_hardneg``) when a checkpoint
