@@ -14,7 +14,7 @@ from fgclip_train.config import PRESETS, TrainConfig
 from fgclip_train.families import Family, register_family
 from fgclip_train.model import promote_scalar_parameters
 from fgclip_train.tokenizer import CLIP_VOCAB
-from fgclip_train.validation import _samples, recall_at_1
+from fgclip_train.validation import recall_at_1, validation_samples
 
 from .model import LongCLIPForPCM, freeze_position_rows, load_from_clip, no_decay_parameter_names
 
@@ -58,7 +58,7 @@ class RetrievalValidator:
     """Image↔text R@1 with long and with short captions (the Long-CLIP benchmarks' metric)."""
 
     def __init__(self, records, images, collator, resize, batch_size: int = 64) -> None:
-        self.samples = _samples(records, images, resize, negatives=None)
+        self.samples = validation_samples(records, images, resize, negatives=None)
         self.collator, self.batch_size = collator, batch_size
 
     @torch.no_grad()

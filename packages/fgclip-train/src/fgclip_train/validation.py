@@ -26,7 +26,8 @@ def recall_at_1(similarity: torch.Tensor) -> tuple[float, float]:
     return i2t, t2i
 
 
-def _samples(records, images, resize, negatives: int | None) -> list[Sample]:
+def validation_samples(records, images, resize, negatives: int | None) -> list[Sample]:
+    """Samples of the validation records, built deterministically (short region captions, every box)."""
     from fgclip_data.finehard.paths import resolve_image_path
     from fgclip_data.finehard.samples import load_image
 
@@ -59,7 +60,7 @@ class Validator:
         batch_size: int = 64,
     ) -> None:
         self.family, self.collator, self.tokenizer = family, collator, tokenizer
-        self.samples = _samples(records, images, resize, negatives)
+        self.samples = validation_samples(records, images, resize, negatives)
         self.batch_size = batch_size
         self.classes = None
         if vocabulary:
