@@ -100,7 +100,9 @@ def load(path: str | os.PathLike, **kwargs):
     """Load a checkpoint folder of any supported family: returns ``(model, processor)`` with the model in eval mode.
 
     The processor holds the folder's tokenizer (``None`` when it has none) and image processor (the family's
-    defaults when absent). Extra keyword arguments go to ``from_pretrained`` (e.g. ``dtype``).
+    defaults when absent). Plain CLIP folders get FG-CLIP's processor, which squashes images to the model's
+    square size instead of centre-cropping them. Extra keyword arguments go to ``from_pretrained``
+    (e.g. ``dtype``).
     """
     family = FAMILIES[detect_family(path)]
     model = family.model_class.from_pretrained(path, **kwargs)
