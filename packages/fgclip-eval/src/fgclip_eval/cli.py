@@ -1,23 +1,94 @@
-"""``benchmark``: the fgclip benchmark suite (not implemented yet: only ``--help`` works)."""
+"""``benchmark``: evaluate a checkpoint (FG-CLIP, FG-CLIP 2, CLIP / Long-CLIP) on the benchmark tasks.
+
+This release has the FG-Shapes tasks (retrieval, hard negatives, box classification); the public benchmarks
+(COCO, Flickr30k, ImageNet, FG-OVD, segmentation ...) are being added. Results go to JSON, a Markdown table and
+a PNG chart.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from .tasks import MissingDataset, NotApplicable, get_tasks
+
+
+def newest_stage2_checkpoint(root: Path = Path("runs")) -> Path | None:
+    found = sorted(root.glob("*/checkpoint-*/model/config.json"), key=lambda p: p.stat().st_mtime)
+    return found[-1].parent if found else None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog="benchmark",
-        description="Zero-shot retrieval, classification, box classification, FG-OVD and segmentation benchmarks. "
-        "NOT IMPLEMENTED YET: this release only declares the command; the suite lands with the fgclip-eval issue.",
+    parser = argparse.ArgumentParser(prog="benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="checkpoint folder (default: the newest runs/*/checkpoint-*)")
+    parser.add_argument("--tasks", help="comma-separated task names (default: all)")
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding the data sets (default: FG-Shapes in $FGCLIP_CACHE)",
     )
+    parser.add_argument("--output", type=Path, default=Path("benchmark-results"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--max-num-patches",
+        type=int,
+        default=None,
+        help="FG-CLIP 2: fixed patch budget (default: the dynamic bucket of each image)",
+    )
+    parser.add_argument("--list", action="store_true", help="list the tasks and exit")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    print("benchmark: not implemented yet (see the fgclip-eval issue); run `benchmark --help`", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        tasks = get_tasks(args.tasks.split(",") if args.tasks else None)
+    except ValueError as err:
+        print(f"benchmark: {err}", file=sys.stderr)
+        return 2
+    if args.list:
+        for task in tasks:
+            print(f"{task.name:32s} {task.description}")
+        return 0
+    model = args.model or newest_stage2_checkpoint()
+    if model is None:
+        print(
+            "benchmark: no --model given and no stage2 run under runs/: run `stage2` first or pass --model",
+            file=sys.stderr,
+        )
+        return 2
+    data_root = args.data_root or _default_data_root()
+    from .encoders import Encoder
+    from .report import markdown, write
+
+    try:
+        encoder = Encoder.load(model, args.device, max_num_patches=args.max_num_patches)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"benchmark: {err}", file=sys.stderr)
+        return 2
+    results: dict[str, dict] = {}
+    for task in tasks:
+        try:
+            results[task.name] = task.run(encoder, data_root)
+        except MissingDataset as err:
+            print(f"benchmark: {err}", file=sys.stderr)
+            results[task.name] = {"skipped": "data set missing"}
+        except NotApplicable as err:
+            results[task.name] = {"skipped": str(err)}
+    files = write(results, args.output, str(model))
+    print(markdown(results))
+    print(f"written: {', '.join(str(p) for p in files.values())}")
+    return 1 if all("skipped" in r for r in results.values()) else 0
+
+
+def _default_data_root() -> Path:
+    import os
+
+    cache = Path(os.environ.get("FGCLIP_CACHE", Path.home() / ".cache" / "fgclip"))
+    candidates = sorted(cache.glob("fgshapes-*/manifest.json"))
+    return candidates[0].parent if candidates else cache / "fgshapes"
 
 
 if __name__ == "__main__":

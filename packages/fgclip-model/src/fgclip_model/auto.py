@@ -107,4 +107,16 @@ def load(path: str | os.PathLike, **kwargs):
     family = FAMILIES[detect_family(path)]
     model = family.model_class.from_pretrained(path, **kwargs)
     image_size = getattr(model.config.vision_config, "image_size", None)
-    return model.eval(), family.processor_class.from_pretrained(path, image_size=image_size)
+    processor = family.processor_class.from_pretrained(path, image_size=image_size, max_lengths=text_lengths(model))
+    return model.eval(), processor
+
+
+def text_lengths(model) -> dict[str, int]:
+    """Token budget of each text walk, read from the model's position tables."""
+    text = model.config.text_config
+    short = text.max_position_embeddings
+    if hasattr(model.config, "long_max_position_embeddings"):  # FG-CLIP v1
+        long = model.config.long_max_position_embeddings
+    else:  # FG-CLIP 2 (longtext_len) or plain / Long-CLIP (one table)
+        long = getattr(text, "longtext_len", short)
+    return {"short": short, "box": short, "long": long}

@@ -18,17 +18,21 @@ class WalkProcessor:
     default_padding: bool | str = True
     image_processor_class: type | None = None
 
-    def __init__(self, image_processor, tokenizer=None) -> None:
+    def __init__(self, image_processor, tokenizer=None, max_lengths: dict[str, int] | None = None) -> None:
         self.image_processor = image_processor
         self.tokenizer = tokenizer
+        self.max_lengths = {**type(self).max_lengths, **(max_lengths or {})}
 
     @classmethod
     def default_image_processor(cls, image_size: int | None = None):
         return cls.image_processor_class()
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, image_size: int | None = None, **_: object):
-        """Tokenizer and image processor saved in a checkpoint folder (defaults when absent)."""
+    def from_pretrained(
+        cls, path: str | os.PathLike, image_size: int | None = None, max_lengths: dict[str, int] | None = None, **_
+    ):
+        """Tokenizer and image processor saved in a checkpoint folder (defaults when absent); ``max_lengths``
+        overrides the walks' token budgets (a model with other position tables than the released ones)."""
         path = Path(path)
         if (path / "preprocessor_config.json").is_file():
             image_processor = cls.image_processor_class.from_pretrained(path)
@@ -36,7 +40,9 @@ class WalkProcessor:
             image_processor = cls.default_image_processor(image_size)
         has_tokenizer = any((path / f).is_file() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json"))
         tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else None
-        return cls(image_processor, tokenizer)
+        processor = cls(image_processor, tokenizer)
+        processor.max_lengths.update(max_lengths or {})
+        return processor
 
     def save_pretrained(self, path: str | os.PathLike) -> None:
         self.image_processor.save_pretrained(path)

@@ -45,8 +45,8 @@ class FGCLIPProcessor(WalkProcessor):
         return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
     @classmethod
-    def from_pretrained(cls, path, image_size: int | None = None, **kwargs) -> FGCLIPProcessor:
-        processor = super().from_pretrained(path, image_size)
+    def from_pretrained(cls, path, image_size: int | None = None, max_lengths=None, **kwargs) -> FGCLIPProcessor:
+        processor = super().from_pretrained(path, image_size, max_lengths)
         if image_size:
             processor.image_size = image_size
         return processor

@@ -1,0 +1,69 @@
+"""The benchmark command on FG-Shapes with the tiny golden checkpoints of every family."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from PIL import Image
+
+from fgclip_data.fgshapes.generate import GenerateOptions, generate
+from fgclip_eval.cli import main
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data") / "fgshapes"
+    generate(folder, GenerateOptions(n=40, seed=2, workers=1))
+    return folder
+
+
+def _checkpoint(tmp_path, golden, name, tokenizer):
+    folder = tmp_path / name
+    shutil.copytree(golden / name / "model", folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("family", ["v1_s0", "v2_s1_fixed"])
+def test_every_fgshapes_task_runs_and_writes_reports(
+    family, shapes, golden, tmp_path, clip_tokenizer, gemma_like_tokenizer, capsys
+):
+    tokenizer = clip_tokenizer if family == "v1_s0" else gemma_like_tokenizer
+    model = _checkpoint(tmp_path, golden, family, tokenizer)
+    out = tmp_path / "out"
+    assert main(["--model", str(model), "--data-root", str(shapes.parent), "--output", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert set(results) == {"fgshapes-retrieval", "fgshapes-hard-negatives", "fgshapes-box-classification"}
+    retrieval = results["fgshapes-retrieval"]
+    assert set(retrieval) == {f"{c}_{d}_r{k}" for c in ("short", "long") for d in ("i2t", "t2i") for k in (1, 5)}
+    assert all(0 <= v <= 1 for r in results.values() for v in r.values())
+    assert results["fgshapes-box-classification"]["top5"] >= results["fgshapes-box-classification"]["top1"]
+    assert "| fgshapes-hard-negatives | accuracy |" in (out / "results.md").read_text()
+    assert Image.open(out / "results.png").format == "PNG"
+    assert "fgshapes-box-classification" in capsys.readouterr().out
+
+
+def test_clip_models_skip_region_tasks(shapes, golden, tmp_path, clip_tokenizer):
+    from fgclip_model.longclip import load_longclip_checkpoint
+
+    folder = tmp_path / "longclip"
+    load_longclip_checkpoint(golden / "longclip_s0" / "longclip-tiny.pt").save_pretrained(folder)
+    clip_tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    assert main(["--model", str(folder), "--data-root", str(shapes), "--output", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert "long_i2t_r1" in results["fgshapes-retrieval"]
+    assert results["fgshapes-hard-negatives"] == {"skipped": "the clip family has no region features"}
+
+
+def test_clear_messages(tmp_path, golden, clip_tokenizer, capsys, monkeypatch):
+    model = _checkpoint(tmp_path, golden, "v1_s0", clip_tokenizer)
+    assert main(["--model", str(model), "--data-root", str(tmp_path / "nowhere"), "--output", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"nothing at {tmp_path / 'nowhere' / 'fgshapes' / 'manifest.json'}" in err and "fgshapes generate" in err
+    assert main(["--tasks", "coco-retrieval"]) == 2 and "unknown task" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2 and "run `stage2` first" in capsys.readouterr().err
+    assert main(["--list"]) == 0 and "fgshapes-retrieval" in capsys.readouterr().out
