@@ -41,7 +41,7 @@ def test_fgclip2_trains_and_its_checkpoint_loads(tiny_overrides, tmp_path):
     model, processor = fgclip_model.load(tmp_path / "run" / "checkpoint-0000012" / "model")
     assert type(model).__name__ == "FGCLIP2Model" and processor.tokenizer is not None
     ids = processor(text=["a small red circle on the left"])["input_ids"]
-    assert ids.shape == (1, 64) and ids[0, -1] == 1 and ids[0, 0] == 0  # left-padded, EOS last (pooled)
+    assert ids.shape == (1, 24) and ids[0, -1] == 1 and ids[0, 0] == 0  # the model's short walk; EOS last
     assert 3 not in ids.tolist()[0]  # every word of FG-Shapes is in the vocabulary (3 = unk)
 
 
