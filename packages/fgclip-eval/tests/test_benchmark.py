@@ -65,5 +65,18 @@ def test_clear_messages(tmp_path, golden, clip_tokenizer, capsys, monkeypatch):
     assert f"nothing at {tmp_path / 'nowhere' / 'fgshapes' / 'manifest.json'}" in err and "fgshapes generate" in err
     assert main(["--tasks", "coco-retrieval"]) == 2 and "unknown task" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
-    assert main([]) == 2 and "run `stage2` first" in capsys.readouterr().err
+    monkeypatch.setenv("FGCLIP_CACHE", str(tmp_path / "empty-cache"))
+    assert main([]) == 2 and "nothing at" in capsys.readouterr().err  # no run and no FG-Shapes to build one for
     assert main(["--list"]) == 0 and "fgshapes-retrieval" in capsys.readouterr().out
+
+
+def test_no_arguments_without_a_run_uses_a_random_tiny_model(shapes, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FGCLIP_CACHE", str(shapes.parent))
+    cached = shapes.parent / "fgshapes-n40-s2-en"  # where stage2 would have generated it
+    if not cached.exists():
+        cached.symlink_to(shapes)
+    assert main([]) == 0
+    assert "random tiny FG-CLIP 2" in capsys.readouterr().err
+    results = json.loads((tmp_path / "benchmark-results" / "results.json").read_text())["results"]
+    assert set(results["fgshapes-hard-negatives"]) == {"accuracy"}

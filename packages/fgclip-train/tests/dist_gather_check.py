@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 
 from fgclip_data import FineHARDDataset, ImageResize, SampleOptions, read_records
+from fgclip_data.tokenizer import build_word_tokenizer
 from fgclip_train.config import load_config
 from fgclip_train.data import ResumableBatchSampler, build_fgclip_collator
 from fgclip_train.model import build_model
-from fgclip_train.tokenizer import build_word_tokenizer
 
 GLOBAL_BATCH = 8
 

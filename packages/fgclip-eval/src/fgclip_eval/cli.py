@@ -52,14 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             print(f"{task.name:32s} {task.description}")
         return 0
+    data_root = args.data_root or _default_data_root()
     model = args.model or newest_stage2_checkpoint()
     if model is None:
         print(
-            "benchmark: no --model given and no stage2 run under runs/: run `stage2` first or pass --model",
+            "benchmark: no --model and no stage2 run under runs/: evaluating a random tiny FG-CLIP 2 (a chance-level "
+            "reference; run `stage2` or pass --model for a real one)",
             file=sys.stderr,
         )
-        return 2
-    data_root = args.data_root or _default_data_root()
+        try:
+            model = random_tiny_model(data_root, args.output / "random-tiny-model")
+        except MissingDataset as err:
+            print(f"benchmark: {err}", file=sys.stderr)
+            return 2
     from .encoders import Encoder
     from .report import markdown, write
 
@@ -81,6 +86,40 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(results))
     print(f"written: {', '.join(str(p) for p in files.values())}")
     return 1 if all("skipped" in r for r in results.values()) else 0
+
+
+def random_tiny_model(data_root: Path, folder: Path) -> Path:
+    """A randomly initialised small FG-CLIP 2 with a tokenizer for the FG-Shapes vocabulary, saved in ``folder``."""
+    import torch
+
+    from fgclip_data import read_records
+    from fgclip_data.tokenizer import build_word_tokenizer, vocab_size
+    from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
+    from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
+
+    from .tasks.fgshapes import locate
+
+    records = [r.record for r in read_records(locate(data_root) / "jsonfiles" / "val")]
+    texts = [t for r in records for t in (r.caption, r.short_caption)]
+    texts += [t for r in records for b in r.bbox_info for t in (b.short_expr, b.long_expr, *b.negatives)]
+    tokenizer = build_word_tokenizer(texts, "fgclip2")
+    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = FGCLIP2Config(
+        text_config={
+            **size,
+            "vocab_size": vocab_size(tokenizer, "fgclip2"),
+            "max_position_embeddings": 24,
+            "longtext_len": 96,
+            "keep_len": 8,
+            "projection_size": 32,
+        },
+        vision_config={**size, "num_patches": 64, "patch_size": 16},
+    )
+    torch.manual_seed(0)
+    FGCLIP2Model(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    FGCLIP2ImageProcessor().save_pretrained(folder)
+    return folder
 
 
 def _default_data_root() -> Path:

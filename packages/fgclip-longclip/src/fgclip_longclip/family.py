@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from fgclip_data import FGCLIPCollator
+from fgclip_data.tokenizer import CLIP_VOCAB
 from fgclip_model.longclip import clip_to_longclip
 from fgclip_train.config import PRESETS, TrainConfig
 from fgclip_train.families import Family, register_family
 from fgclip_train.model import promote_scalar_parameters
-from fgclip_train.tokenizer import CLIP_VOCAB
 from fgclip_train.validation import recall_at_1, validation_samples
 
 from .model import LongCLIPForPCM, freeze_position_rows, load_from_clip, no_decay_parameter_names

@@ -14,10 +14,10 @@ from transformers import AutoTokenizer, CLIPImageProcessor
 
 from fgclip_data import FGCLIP2Collator, FGCLIPCollator, FineHARDDataset, ImageResize, SampleOptions, read_records
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
+from fgclip_data.tokenizer import build_word_tokenizer
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
 
 from .config import CACHE, TrainConfig
-from .tokenizer import build_word_tokenizer
 
 
 @dataclass

@@ -6,11 +6,11 @@ import math
 
 import torch
 
+from fgclip_data.tokenizer import vocab_size
 from fgclip_model import FGCLIPConfig, FGCLIPModel
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
 
 from .config import TrainConfig
-from .tokenizer import vocab_size
 
 
 def _scratch_config(config: TrainConfig, tokenizer):

@@ -1,4 +1,6 @@
-"""A word-level tokenizer built from a corpus (FG-Shapes), in the special-token layout of each model family."""
+"""A word-level tokenizer built from a corpus (FG-Shapes), in the special-token layout of each model family.
+
+For training (``stage2``, ``finetune``) and evaluating models built from scratch on FG-Shapes."""
 
 from __future__ import annotations
 
