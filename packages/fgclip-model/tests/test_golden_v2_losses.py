@@ -98,3 +98,11 @@ def test_grouped_hard_texts_equal_flat(case):
     grouped = _batch(io, boxes=True, hard=True)
     grouped["hard_texts"] = io["hard_texts"].reshape(5, 11, -1)
     torch.testing.assert_close(model(**grouped, hard_margin=0.0).loss, flat.loss, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["v2_loss_s1", "v2_s0_dynamic", "v2_s1_fixed"])
+def test_loaded_models_start_with_a_zero_margin(golden, name):
+    """The rank-loss margin is a non-persistent buffer: loading must set it (it was uninitialised memory)."""
+    for _ in range(3):
+        model = FGCLIP2Model.from_pretrained(golden / name / "model")
+        assert model.hard_margin.item() == 0.0

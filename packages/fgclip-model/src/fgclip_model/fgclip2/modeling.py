@@ -298,6 +298,7 @@ class FGCLIP2PreTrainedModel(StrictLoadingMixin, PreTrainedModel):
             init.zeros_(self.logit_bias)
             init.constant_(self.logit_scale_finegraind, self.config.extra_logit_scale_init)
             init.constant_(self.logit_scale_hardneg, self.config.extra_logit_scale_init)
+            init.zeros_(self.hard_margin)  # a non-persistent buffer: never in a checkpoint, so always set here
 
 
 class FGCLIP2Model(FGCLIP2PreTrainedModel):
