@@ -93,3 +93,16 @@ def test_image_batch_equals_one_by_one(tiny_model):
     batch = tiny_model.get_image_features(x)
     single = torch.cat([tiny_model.get_image_features(x[i : i + 1]) for i in range(4)])
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-4)
+
+
+def test_normalized_rois_for_slots_and_lists():
+    from fgclip_model.regions import normalized_rois
+
+    slots = torch.tensor([[[0.0, 0.0, 1.0, 0.5], [0.1, 0.2, 0.3, 0.4]], [[-0.5, 0.5, 1.5, 1.0], [0.0, 0.0, 0.0, 0.0]]])
+    grid_wh = torch.tensor([[4, 2], [8, 6]])
+    rois = normalized_rois(slots, grid_wh, clip=True)
+    expected = torch.tensor([[0, 0, 0, 4, 1], [0, 0.4, 0.4, 1.2, 0.8], [1, 0, 3, 8, 6], [1, 0, 0, 0, 0]])
+    torch.testing.assert_close(rois, expected)
+    as_list = normalized_rois([slots[0], slots[1][:1]], grid_wh, clip=True)
+    torch.testing.assert_close(as_list, expected[:3])
+    assert normalized_rois(slots, grid_wh)[2, 1].item() == -4.0  # no clipping unless asked

@@ -76,3 +76,22 @@ def pixels_to_normalized(boxes: torch.Tensor, image_hw: tuple[int, int]) -> torc
     """xyxy pixel boxes on an image of (height, width) -> normalised [0, 1] boxes."""
     h, w = image_hw
     return boxes[..., :4] / boxes.new_tensor([w, h, w, h])
+
+
+def normalized_rois(
+    boxes: torch.Tensor | Sequence[torch.Tensor], grid_wh: torch.Tensor, clip: bool = False
+) -> torch.Tensor:
+    """RoIs [K, 5] (batch index, grid-unit xyxy) for normalised xyxy boxes of a batch, in one vectorised step.
+
+    ``boxes``: [B, S, 4] slots or a list of B [n_i, 4] tensors; ``grid_wh``: [B, 2] feature-grid (width, height)
+    of each image; ``clip`` clamps the boxes to the image first.
+    """
+    per_image = list(boxes.unbind(0)) if isinstance(boxes, torch.Tensor) else list(boxes)
+    device = grid_wh.device
+    counts = torch.tensor([len(b) for b in per_image], device=device)
+    flat = torch.cat([b.reshape(-1, 4) for b in per_image]).to(device=device, dtype=torch.float32)
+    if clip:
+        flat = flat.clamp(0, 1)
+    index = torch.repeat_interleave(torch.arange(len(per_image), device=device), counts)
+    scale = grid_wh.to(torch.float32)[index].repeat(1, 2)
+    return torch.cat([index[:, None].to(torch.float32), flat * scale], dim=1)

@@ -118,7 +118,7 @@ class Validator:
             metrics["hard_negative_acc"] = (scores.argmax(dim=1) == 0).float().mean().item()
         if self.classes and hard:
             prompts = self._texts(model, [f"a {name}" for name in self.classes], "box", c.short_length, device)
-            names = [" ".join(s.box_captions[k].split()[2:4]) for i, k in hard for s in [self.samples[i]]]
+            names = [" ".join(self.samples[i].box_captions[k].split()[2:4]) for i, k in hard]
             truth = torch.tensor([self.classes.index(n) if n in self.classes else -1 for n in names], device=device)
             predicted = (region @ prompts.T).argmax(dim=1)
             metrics["box_cls_acc"] = (predicted == truth).float().mean().item()

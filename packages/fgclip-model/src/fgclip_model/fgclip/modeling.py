@@ -31,6 +31,7 @@ from fgclip_model.regions import (
     boxes_with_batch_index,
     check_boxes,
     dense_to_map,
+    normalized_rois,
     normalized_to_grid,
     pixels_to_normalized,
     roi_features,
@@ -513,10 +514,8 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
 
     def _roi_embeds(self, feature_map: torch.Tensor, boxes: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """Normalised RoI features of every box slot: boxes [B, S, 4] normalised xyxy -> [B*S, P]."""
-        batch, slots, _ = boxes.shape
-        index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype).repeat_interleave(slots)
-        rois = torch.cat([index[:, None], normalized_to_grid(boxes.reshape(-1, 4), grid_hw)], dim=1)
-        return normalize(roi_features(feature_map, rois))
+        grid_wh = torch.tensor([grid_hw[1], grid_hw[0]], device=boxes.device).expand(boxes.shape[0], 2)
+        return normalize(roi_features(feature_map, normalized_rois(boxes, grid_wh)))
 
     @staticmethod
     def _hard_layout(

@@ -37,7 +37,7 @@ from fgclip_model.losses import (
     sigmoid_loss,
     text_intra_contrastive_loss,
 )
-from fgclip_model.regions import check_boxes, roi_features
+from fgclip_model.regions import check_boxes, normalized_rois, roi_features
 
 from .configuration import FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig, fgclip2_config_from_siglip2
 
@@ -594,22 +594,14 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         maps = self._feature_maps(dense, shapes)
         if not boxes or sum(len(b) for b in boxes) == 0:
             return dense.new_zeros(0, dense.shape[-1])
-        scale = shapes.flip(-1).repeat(1, 2).to(torch.float32)  # (w, h, w, h) per image
-        rois = []
-        for b, bx in enumerate(boxes):
-            grid = bx.to(torch.float32).clamp(0, 1) * scale[b]
-            rois.append(torch.cat([torch.full((len(bx), 1), float(b)), grid], dim=1))
-        return roi_features(maps, torch.cat(rois).to(dense.device))
+        rois = normalized_rois(boxes, shapes.flip(-1).to(dense.device), clip=True)
+        return roi_features(maps, rois)
 
     @staticmethod
     def _slot_region_features(maps: torch.Tensor, shapes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """RoI features of every box slot on the :meth:`_feature_maps` of a batch: boxes [B, S, 4] normalised ->
         [B·S, D] (padding slots give zeros)."""
-        batch, slots, _ = boxes.shape
-        scale = shapes.flip(-1).repeat(1, 2).to(device=boxes.device, dtype=torch.float32)
-        grid = boxes.float().clamp(0, 1) * scale[:, None, :]
-        index = torch.arange(batch, device=boxes.device, dtype=torch.float32).repeat_interleave(slots)
-        return roi_features(maps, torch.cat([index[:, None], grid.reshape(-1, 4)], dim=1))
+        return roi_features(maps, normalized_rois(boxes, shapes.flip(-1).to(boxes.device), clip=True))
 
     # ------------------------------------------------------------------------------ initialisation helpers
 
