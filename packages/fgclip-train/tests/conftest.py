@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This environment without the launcher variables that in-process runs leave behind, plus ``extra``."""
+    return {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES} | extra
+
+
+@pytest.fixture
+def clean_env():
+    return subprocess_env
 
 
 @pytest.fixture(scope="session")

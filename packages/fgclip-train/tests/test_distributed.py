@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
 
 HERE = Path(__file__).parent
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def _free_port() -> int:
@@ -25,6 +26,7 @@ def _free_port() -> int:
 
 
 def _torchrun(nproc: int, *args: str, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """``torchrun`` in a clean launcher environment (in-process runs of other tests leave theirs behind)."""
     cmd = [
         sys.executable,
         "-m",
@@ -34,8 +36,7 @@ def _torchrun(nproc: int, *args: str, env=None, timeout=600) -> subprocess.Compl
         f"--master_port={_free_port()}",
         *args,
     ]
-    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # left by in-process runs
-    clean = {k: v for k, v in os.environ.items() if k not in launcher}
+    clean = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     return subprocess.run(cmd, capture_output=True, text=True, env={**clean, **(env or {})}, timeout=timeout)
 
 

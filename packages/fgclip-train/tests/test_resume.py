@@ -42,10 +42,8 @@ def _checked(command: list[str], env: dict) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
 
 
-def test_sigkill_then_resume_reproduces_losses(tiny_overrides, fgshapes_cache, tmp_path):
-    # a clean environment: in-process runs of other tests leave RANK / MASTER_PORT ... of their process group
-    launcher = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in launcher} | {"FGCLIP_CACHE": str(fgshapes_cache)}
+def test_sigkill_then_resume_reproduces_losses(tiny_overrides, fgshapes_cache, tmp_path, clean_env):
+    env = clean_env(FGCLIP_CACHE=str(fgshapes_cache))
     full, killed = tmp_path / "full", tmp_path / "killed"
     _checked(_command(tiny_overrides, full), env)
 
