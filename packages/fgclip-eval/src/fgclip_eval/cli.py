@@ -1,8 +1,10 @@
-"""``benchmark``: evaluate a checkpoint (FG-CLIP, FG-CLIP 2, CLIP / Long-CLIP) on the benchmark tasks.
+"""``benchmark``: evaluate a checkpoint (FG-CLIP, FG-CLIP 2, Long-CLIP, or plain CLIP / SigLIP 2 as baselines) on
+the benchmark tasks.
 
-This release has the FG-Shapes tasks (retrieval, hard negatives, box classification); the public benchmarks
-(COCO, Flickr30k, ImageNet, FG-OVD, segmentation ...) are being added. Results go to JSON, a Markdown table and
-a PNG chart.
+Tasks: FG-Shapes (the default), retrieval (COCO, Flickr30k, ShareGPT4V-1k, DCI, Urban1k, the Chinese sets),
+classification (ImageNet-1k/-v2, ten torchvision sets), boxes (COCO, LVIS, BoxClass-CN, FG-OVD) and segmentation;
+``--list`` shows them and their groups. Results go to JSON, a Markdown table and a PNG chart. Under
+``torchrun --nproc_per_node N`` feature extraction is sharded over the processes; rank 0 writes the reports.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def newest_stage2_checkpoint(root: Path = Path("runs")) -> Path | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="checkpoint folder (default: the newest runs/*/checkpoint-*)")
-    parser.add_argument("--tasks", help="comma-separated task names (default: all)")
+    parser.add_argument("--tasks", help="comma-separated task or group names, or 'all' (default: the FG-Shapes group)")
     parser.add_argument(
         "--data-root",
         type=Path,
@@ -30,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding the data sets (default: FG-Shapes in $FGCLIP_CACHE)",
     )
     parser.add_argument("--output", type=Path, default=Path("benchmark-results"))
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bfloat16 on CUDA, else fp32"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: up to 4)")
+    parser.add_argument("--paper", default=None, help="published-numbers row to compare with (default: by model name)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument(
         "--max-num-patches",
         type=int,
@@ -49,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: {err}", file=sys.stderr)
         return 2
     if args.list:
-        for task in tasks:
-            print(f"{task.name:32s} {task.description}")
+        from .tasks import TASKS
+
+        for task in TASKS.values():
+            print(f"{task.name:30s} {task.description}  [{', '.join(task.groups)}]")
         return 0
     data_root = args.data_root or _default_data_root()
     model = args.model or newest_stage2_checkpoint()
@@ -65,11 +76,26 @@ def main(argv: list[str] | None = None) -> int:
         except MissingDataset as err:
             print(f"benchmark: {err}", file=sys.stderr)
             return 2
+    import torch
+
+    from .distributed import init_from_env, is_main
     from .encoders import Encoder
+    from .images import UnreadableImage, default_workers
+    from .paper import PAPER, paper_key
     from .report import markdown, write
 
+    device = init_from_env(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        encoder = Encoder.load(model, args.device, max_num_patches=args.max_num_patches)
+        paper = PAPER.get(paper_key(model, args.paper))
+        encoder = Encoder.load(
+            model,
+            device,
+            dtype=getattr(torch, args.dtype) if args.dtype else None,
+            max_num_patches=args.max_num_patches,
+            batch_size=args.batch_size,
+            workers=default_workers() if args.workers is None else args.workers,
+            progress=not args.quiet and is_main(),
+        )
     except (FileNotFoundError, ValueError) as err:
         print(f"benchmark: {err}", file=sys.stderr)
         return 2
@@ -80,12 +106,25 @@ def main(argv: list[str] | None = None) -> int:
         except MissingDataset as err:
             print(f"benchmark: {err}", file=sys.stderr)
             results[task.name] = {"skipped": "data set missing"}
+        except UnreadableImage as err:
+            print(f"benchmark: {task.name}: {err}", file=sys.stderr)
+            results[task.name] = {"skipped": f"{err}"}
         except NotApplicable as err:
             results[task.name] = {"skipped": str(err)}
-    files = write(results, args.output, str(model))
-    print(markdown(results))
-    print(f"written: {', '.join(str(p) for p in files.values())}")
+    if is_main():
+        files = write(results, args.output, str(model), paper)
+        print(markdown(results, paper))
+        print(f"written: {', '.join(str(p) for p in files.values())}")
+    _finish_distributed()
     return 1 if all("skipped" in r for r in results.values()) else 0
+
+
+def _finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def random_tiny_model(data_root: Path, folder: Path) -> Path:

@@ -1,101 +1,186 @@
 """One encoding interface over every model family, as the benchmarks need it.
 
-An :class:`Encoder` turns PIL images, texts (with a walk: ``short``, ``box`` or ``long``) and normalised boxes
-into L2-normalised features, batched, with the family's own processor conventions (FG-CLIP: square squash and
-first-EOS pooling; FG-CLIP 2: NaFlex patches and text padded to the walk's length; CLIP / Long-CLIP: no region
-features). Families are picked from the checkpoint's ``config.json`` through ``fgclip_model.load``.
+An :class:`Encoder` turns images (paths or PIL), texts (with a walk: ``short``, ``box`` or ``long``) and boxes into
+L2-normalised features, batched, with the family's own processor conventions (FG-CLIP: square squash and first-EOS
+pooling; FG-CLIP 2 and SigLIP 2: NaFlex patches and text padded to the walk's length; CLIP / Long-CLIP: one text
+table, no region features). Families are picked from the checkpoint's ``config.json`` through ``fgclip_model.load``.
+
+Under ``torchrun`` every call encodes this rank's contiguous slice and gathers all rows back in order, so each
+rank holds the same feature matrices as a single process would.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
 import fgclip_model
 
+from .distributed import gather_rows, shard
+from .images import ImageItem, View, batches, default_workers, open_rgb
+
+REGION_FAMILIES = ("fgclip", "fgclip2")
+NAFLEX_FAMILIES = ("fgclip2", "siglip2")
+
 
 @dataclass
 class Encoder:
-    """Features of a loaded model (``fgclip_model.load``): ``family`` is ``fgclip``, ``fgclip2`` or ``clip``."""
+    """Features of a loaded model (``fgclip_model.load``); ``family`` is one of ``fgclip_model.FAMILIES``."""
 
     model: torch.nn.Module
     processor: object
     family: str
     device: torch.device | str = "cpu"
-    batch_size: int = 64
-    max_num_patches: int | None = None  # FG-CLIP 2: a fixed patch budget (None: the dynamic bucket, as the reference)
+    batch_size: int = 32
+    text_batch_size: int = 256
+    max_num_patches: int | None = None  # NaFlex: a fixed patch budget (None: each image's dynamic bucket)
+    workers: int = field(default_factory=default_workers)
+    progress: bool = True
 
     @classmethod
-    def load(cls, path, device: str | torch.device = "cpu", **kwargs) -> Encoder:
-        model, processor = fgclip_model.load(path)
+    def load(cls, path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **kwargs) -> Encoder:
+        """Load any supported checkpoint folder; ``dtype`` defaults to bf16 on CUDA and fp32 elsewhere."""
+        if dtype is None:
+            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        model, processor = fgclip_model.load(path, dtype=dtype)
         if processor.tokenizer is None:
             raise ValueError(f"{path} holds no tokenizer files: a benchmark needs one to encode its texts")
         return cls(model.to(device), processor, fgclip_model.detect_family(path), torch.device(device), **kwargs)
 
     @property
     def has_regions(self) -> bool:
-        return self.family in ("fgclip", "fgclip2")
+        return self.family in REGION_FAMILIES
 
-    def _image_inputs(self, images) -> dict[str, torch.Tensor]:
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    # ------------------------------------------------------------------------------------------------- inputs
+
+    def _image_inputs(self, images: list) -> dict[str, torch.Tensor]:
         kwargs = {}
-        if self.family == "fgclip2" and self.max_num_patches:
+        if self.family in NAFLEX_FAMILIES and self.max_num_patches:
             kwargs = {"max_num_patches": self.max_num_patches, "dynamic_max_patches": False}
-        inputs = self.processor(images=images, **kwargs)
-        return {k: v.to(self.device) for k, v in inputs.items()}
+        return dict(self.processor(images=images, **kwargs))
+
+    def _prepare(self, items: list) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]]:
+        """Worker side: decode and preprocess one batch; also return each image's (height, width)."""
+        images = [open_rgb(item) for item in items]
+        return self._image_inputs(images), [(im.height, im.width) for im in images]
+
+    def _to_device(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {k: v.to(self.device) for k, v in inputs.items()}
+        out["pixel_values"] = out["pixel_values"].to(self.dtype)
+        return out
+
+    def _image_batches(self, items: list, desc: str):
+        desc = f"{desc} ({len(items)})" if self.progress else None
+        for inputs, sizes in batches(items, self.batch_size, self._prepare, self.workers, desc):
+            yield self._to_device(inputs), sizes
 
     @staticmethod
     def _tensor(out) -> torch.Tensor:
-        return getattr(out, "pooler_output", out)  # transformers' CLIPModel returns a model output
+        return getattr(out, "pooler_output", out)  # transformers' CLIPModel / Siglip2Model return a model output
+
+    # ----------------------------------------------------------------------------------------------- features
 
     @torch.no_grad()
-    def images(self, images: list) -> torch.Tensor:
-        """[N, D] normalised image features."""
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            inputs = self._image_inputs(images[start : start + self.batch_size])
-            if self.family == "fgclip2":
+    def images(self, items: list[ImageItem]) -> torch.Tensor:
+        """[N, D] normalised global image features."""
+        part = shard(len(items))
+        out = [torch.zeros(0, 0)]
+        for inputs, _ in self._image_batches(View(items, part), "images"):
+            if self.family in NAFLEX_FAMILIES:
                 features = self.model.get_image_features(
-                    inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"]
+                    pixel_values=inputs["pixel_values"],
+                    pixel_attention_mask=inputs["pixel_attention_mask"],
+                    spatial_shapes=inputs["spatial_shapes"],
                 )
             else:
-                features = self._tensor(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
-            out.append(F.normalize(features.float(), dim=-1))
-        return torch.cat(out)
+                features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            out.append(F.normalize(self._tensor(features).float(), dim=-1).cpu())
+        return gather_rows(torch.cat(out[1:]) if len(out) > 1 else torch.zeros(0, self.embed_dim))
 
     @torch.no_grad()
-    def texts(self, texts: list[str], walk: str = "short") -> torch.Tensor:
+    def texts(self, texts: list[str], walk: str = "short", lowercase: bool = True) -> torch.Tensor:
         """[N, D] normalised text features; ``walk`` picks the family's text path (``short``, ``box``, ``long``)."""
-        out = []
-        for start in range(0, len(texts), 256):
-            tokens = self.processor(text=texts[start : start + 256], walk_type=walk)
-            ids = tokens["input_ids"].to(self.device)
-            if self.family == "clip":
-                features = self._tensor(self.model.get_text_features(input_ids=ids))
-            else:
-                features = self.model.get_text_features(ids, walk_type=walk)
-            out.append(F.normalize(features.float(), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, 1)
+        part = shard(len(texts))
+        local = [texts[i] for i in part]
+        starts = range(0, len(local), self.text_batch_size)
+        if self.progress and len(starts) > 1:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"texts ({len(local)})", leave=False, unit="batch")
+        out = [self._text_features(local[s : s + self.text_batch_size], walk, lowercase) for s in starts]
+        return gather_rows(torch.cat(out) if out else torch.zeros(0, self.embed_dim))
+
+    def _text_features(self, texts: list[str], walk: str, lowercase: bool = True) -> torch.Tensor:
+        tokens = self.processor(text=texts, walk_type=walk, lowercase=lowercase)
+        ids = tokens["input_ids"].to(self.device)
+        if self.family in ("clip", "siglip2"):
+            features = self._tensor(self.model.get_text_features(input_ids=ids))
+        else:
+            features = self.model.get_text_features(ids, walk_type=walk)
+        return F.normalize(features.float(), dim=-1).cpu()
 
     @torch.no_grad()
-    def regions(self, images: list, boxes: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Normalised region features, one [n_i, D] tensor per image, for normalised xyxy boxes."""
+    def regions(self, items: list[ImageItem], boxes: list[torch.Tensor], pixels: bool = False) -> list[torch.Tensor]:
+        """Normalised region features, one [n_i, D] tensor per image, for xyxy boxes given normalised to [0, 1] or,
+        with ``pixels``, in pixels of the original image. Each image is encoded once for all its boxes."""
         if not self.has_regions:
             raise ValueError(f"the {self.family} family has no region features")
+        if len(items) != len(boxes):
+            raise ValueError(f"got {len(boxes)} box lists for {len(items)} images")
+        part = shard(len(items))
+        local_boxes = [torch.as_tensor(boxes[i], dtype=torch.float32).reshape(-1, 4) for i in part]
         out: list[torch.Tensor] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk, chunk_boxes = images[start : start + self.batch_size], boxes[start : start + self.batch_size]
-            inputs = self._image_inputs(chunk)
+        done = 0
+        for inputs, sizes in self._image_batches(View(items, part), "regions"):
+            chunk = local_boxes[done : done + len(sizes)]
+            if pixels:
+                chunk = [
+                    b / torch.tensor([w, h, w, h], dtype=torch.float32) for b, (h, w) in zip(chunk, sizes, strict=True)
+                ]
+            done += len(sizes)
             if self.family == "fgclip2":
                 features = self.model.get_image_region_features(
                     inputs["pixel_values"],
                     inputs["pixel_attention_mask"],
                     inputs["spatial_shapes"],
                     image_sizes=[(1, 1)] * len(chunk),
-                    region_infos=chunk_boxes,  # normalised = pixels of 1x1
+                    region_infos=[b.clamp(0, 1) for b in chunk],  # normalised = pixels of a 1x1 image
                 )
             else:
-                features = self.model.get_image_region_features(inputs["pixel_values"], chunk_boxes)
-            out.extend(F.normalize(f.float(), dim=-1) for f in features)
-        return out
+                features = self.model.get_image_region_features(inputs["pixel_values"], [b.clamp(0, 1) for b in chunk])
+            out.extend(F.normalize(f.float(), dim=-1).cpu() for f in features)
+        counts = torch.tensor([len(b) for b in boxes])
+        flat = gather_rows(torch.cat(out) if out else torch.zeros(0, self.embed_dim))
+        return list(flat.split(counts.tolist()))
+
+    @torch.no_grad()
+    def dense(self, images: list) -> list[torch.Tensor]:
+        """Normalised per-patch features, one [h, w, D] map per PIL image (of this process: no sharding)."""
+        if not self.has_regions:
+            raise ValueError(f"the {self.family} family has no dense features")
+        inputs = self._to_device(self._image_inputs(images))
+        if self.family == "fgclip2":
+            dense = self.model.get_image_dense_features(
+                inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"]
+            )
+            grids = inputs["spatial_shapes"].tolist()
+        else:
+            dense = self.model.get_image_dense_features(inputs["pixel_values"])
+            side = round(dense.shape[1] ** 0.5)
+            grids = [(side, side)] * len(images)
+        return [
+            F.normalize(d[: h * w].float(), dim=-1).reshape(h, w, -1) for d, (h, w) in zip(dense, grids, strict=True)
+        ]
+
+    @cached_property
+    def embed_dim(self) -> int:
+        """Width of the shared embedding space (for the empty feature matrix of a rank with nothing to encode)."""
+        with torch.no_grad():
+            return self._text_features(["a"], "short").shape[1]

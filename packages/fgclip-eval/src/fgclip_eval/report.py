@@ -1,4 +1,7 @@
-"""Benchmark results as JSON, a Markdown table and a bar chart (PNG)."""
+"""Benchmark results as JSON, a Markdown table (with the published numbers when known) and a bar chart (PNG).
+
+Metric keys starting with ``n_`` are counts (images, boxes, items): shown in the table, left out of the chart.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +9,46 @@ import json
 from pathlib import Path
 
 
-def markdown(results: dict[str, dict]) -> str:
-    lines = ["| task | metric | value |", "|---|---|---|"]
+def is_count(metric: str) -> bool:
+    return metric.startswith("n_")
+
+
+def markdown(results: dict[str, dict], paper: dict[str, dict[str, float]] | None = None) -> str:
+    header = "| task | metric | value |" + (" paper |" if paper else "")
+    lines = [header, "|---|---|---|" + ("---|" if paper else "")]
     for task, outcome in results.items():
         if "skipped" in outcome:
-            lines.append(f"| {task} | — | skipped: {outcome['skipped']} |")
+            lines.append(f"| {task} | — | skipped: {outcome['skipped']} |" + (" |" if paper else ""))
             continue
         for metric, value in outcome.items():
-            lines.append(f"| {task} | {metric} | {value:.4f} |")
+            shown = f"{int(value)}" if is_count(metric) else f"{value:.4f}"
+            row = f"| {task} | {metric} | {shown} |"
+            if paper:
+                published = paper.get(task, {}).get(metric)
+                row += f" {published:.3f} |" if published is not None else " |"
+            lines.append(row)
     return "\n".join(lines)
 
 
-def chart(results: dict[str, dict], path: Path, title: str) -> None:
+def chart(results: dict[str, dict], path: Path, title: str, paper: dict[str, dict[str, float]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    labels, values = [], []
+    labels, values, published = [], [], []
     for task, outcome in results.items():
         for metric, value in outcome.items():
-            if metric != "skipped":
+            if metric != "skipped" and not is_count(metric):
                 labels.append(f"{task}\n{metric}")
                 values.append(value)
+                published.append((paper or {}).get(task, {}).get(metric))
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(values) + 2), 4.5))
-    ax.bar(range(len(values)), values, color="#3b7dd8")
+    ax.bar(range(len(values)), values, color="#3b7dd8", label="measured")
+    marks = [(i, p) for i, p in enumerate(published) if p is not None]
+    if marks:
+        ax.scatter([i for i, _ in marks], [p for _, p in marks], marker="_", s=400, color="#d8553b", label="paper")
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_xticks(range(len(values)), labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, 1)
     ax.set_title(title)
@@ -41,10 +59,12 @@ def chart(results: dict[str, dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write(results: dict[str, dict], out_dir: Path, model: str) -> dict[str, Path]:
+def write(
+    results: dict[str, dict], out_dir: Path, model: str, paper: dict[str, dict[str, float]] | None = None
+) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "chart": out_dir / "results.png"}
-    files["json"].write_text(json.dumps({"model": model, "results": results}, indent=2))
-    files["markdown"].write_text(f"# Benchmark of {model}\n\n{markdown(results)}\n")
-    chart(results, files["chart"], f"benchmark: {Path(model).name}")
+    files["json"].write_text(json.dumps({"model": model, "results": results, "paper": paper or {}}, indent=2))
+    files["markdown"].write_text(f"# Benchmark of {model}\n\n{markdown(results, paper)}\n")
+    chart(results, files["chart"], f"benchmark: {Path(model).name}", paper)
     return files

@@ -21,6 +21,7 @@ from transformers import (
     AutoProcessor,
     CLIPConfig,
     CLIPModel,
+    Siglip2Model,
 )
 
 from fgclip_model.fgclip import FGCLIPModel
@@ -69,6 +70,8 @@ FAMILIES: dict[str, Family] = {
     "fgclip": Family(("FGCLIPModel",), (), FGCLIPModel, FGCLIPProcessor),
     "fgclip2": Family(("FG_CLIP2_Model", "Fgclip2Model", "FGCLIP2Model"), ("fgclip2",), FGCLIP2Model, FGCLIP2Processor),
     "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor),
+    # plain SigLIP 2 (NaFlex), the baseline FG-CLIP 2 starts from: same image processor, one 64-token text walk
+    "siglip2": Family(("Siglip2Model",), ("siglip2",), Siglip2Model, FGCLIP2Processor),
 }
 
 
@@ -85,14 +88,9 @@ def detect_family(path: str | os.PathLike) -> str:
     for name, family in FAMILIES.items():
         if config.get("model_type") in family.model_types:
             return name
-    hint = (
-        " (a SigLIP 2 checkpoint: convert it with FGCLIP2Model.from_siglip2)"
-        if config.get("model_type") == "siglip2"
-        else ""
-    )
     raise ValueError(
         f"{config_file}: architectures {architectures} / model_type {config.get('model_type')!r} is not a known "
-        f"family (known: {', '.join(FAMILIES)}){hint}"
+        f"family (known: {', '.join(FAMILIES)})"
     )
 
 

@@ -90,10 +90,24 @@ def box_classification(encoder, data_root: Path) -> dict[str, float]:
     return {"top1": top[1], "top5": top[5]}
 
 
-register(Task("fgshapes-retrieval", "FG-Shapes image↔text R@1/5, short and long captions", LAYOUT, retrieval))
 register(
-    Task("fgshapes-hard-negatives", "FG-Shapes: true region caption among its 10 rewrites", LAYOUT, hard_negatives)
+    Task("fgshapes-retrieval", "FG-Shapes image↔text R@1/5, short and long captions", LAYOUT, retrieval, ("fgshapes",))
 )
 register(
-    Task("fgshapes-box-classification", "FG-Shapes: box -> one of 40 colour-shape classes", LAYOUT, box_classification)
+    Task(
+        "fgshapes-hard-negatives",
+        "FG-Shapes: true region caption among its 10 rewrites",
+        LAYOUT,
+        hard_negatives,
+        ("fgshapes",),
+    )
+)
+register(
+    Task(
+        "fgshapes-box-classification",
+        "FG-Shapes: box -> one of 40 colour-shape classes",
+        LAYOUT,
+        box_classification,
+        ("fgshapes",),
+    )
 )

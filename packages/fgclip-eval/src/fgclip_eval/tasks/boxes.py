@@ -1,0 +1,196 @@
+"""Region tasks: box classification (COCO, LVIS, BoxClass-CN) and FG-OVD (hard / medium / easy / trivial).
+
+Each image is encoded once and all its boxes are pooled from that one feature map (the reference re-encodes
+the whole image for every annotation). Boxes are COCO ``[x, y, w, h]`` in pixels of the original image.
+Differences from the reference scripts: LVIS images are looked up in the COCO split their URL names (LVIS val
+draws on train2017 too; the reference skipped those silently), and a missing image is an error, never a
+silently smaller denominator.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from ..metrics import first_is_best, topk_accuracy
+from . import MissingDataset, NotApplicable, Task, register, require
+from .classification import templates, zero_shot_classifier
+from .retrieval import coco_images_folder
+
+
+def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    return torch.cat([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], dim=1)
+
+
+def _require_regions(encoder) -> None:
+    if not encoder.has_regions:
+        raise NotApplicable(f"the {encoder.family} family has no region features")
+
+
+def classify_boxes(
+    encoder, images: list[Path], boxes: list[torch.Tensor], labels: list[torch.Tensor], classnames, prompts
+) -> dict[str, float]:
+    """Top-1/5 of every box (xywh pixels) against the class embeddings, each image encoded once."""
+    _require_regions(encoder)
+    weights = zero_shot_classifier(encoder, classnames, prompts, walk="box")
+    regions = encoder.regions(images, [xywh_to_xyxy(b) for b in boxes], pixels=True)
+    top = topk_accuracy(torch.cat(regions) @ weights.T, torch.cat(labels), ks=(1, 5))
+    return {"top1": top[1], "top5": top[5], "n_boxes": sum(len(b) for b in boxes)}
+
+
+def _by_image(annotations, label_of) -> tuple[dict, dict]:
+    boxes, labels = defaultdict(list), defaultdict(list)
+    for ann in annotations:
+        boxes[ann["image_id"]].append(ann["bbox"])
+        labels[ann["image_id"]].append(label_of(ann["category_id"]))
+    return boxes, labels
+
+
+def _tensors(image_ids, boxes, labels):
+    return (
+        [torch.tensor(boxes[i], dtype=torch.float32).reshape(-1, 4) for i in image_ids],
+        [torch.tensor(labels[i], dtype=torch.long) for i in image_ids],
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ COCO
+
+COCO_BOX_LAYOUT = "coco/images/val2017/*.jpg (or coco/val2017/) and coco/annotations/instances_val2017.json"
+
+
+def coco_boxes(encoder, data_root: Path) -> dict[str, float]:
+    """Every annotation of val2017 (crowd and tiny boxes included, as the reference) over the 80 classes."""
+    _require_regions(encoder)
+    path = require(data_root / "coco" / "annotations" / "instances_val2017.json", "coco-box", COCO_BOX_LAYOUT)
+    folder = coco_images_folder(data_root, "val2017", "coco-box", COCO_BOX_LAYOUT)
+    data = json.loads(path.read_text())
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    boxes, labels = _by_image(data["annotations"], index.__getitem__)
+    files = {im["id"]: folder / im["file_name"] for im in data["images"]}
+    ids = sorted(boxes)
+    return classify_boxes(
+        encoder, [files[i] for i in ids], *_tensors(ids, boxes, labels), [c["name"] for c in categories], templates()
+    )
+
+
+LVIS_LAYOUT = (
+    "lvis/lvis_v1_val.json with the COCO 2017 images under coco/images/{train2017,val2017}/ (or coco/<split>/)"
+)
+
+
+def lvis_boxes(encoder, data_root: Path) -> dict[str, float]:
+    """LVIS v1 val over its 1203 classes (ordered by id, ``_`` read as a space)."""
+    _require_regions(encoder)
+    path = require(data_root / "lvis" / "lvis_v1_val.json", "lvis-box", LVIS_LAYOUT)
+    data = json.loads(path.read_text())
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    boxes, labels = _by_image(data["annotations"], index.__getitem__)
+    files = {}
+    for image in data["images"]:
+        split, name = image["coco_url"].rstrip("/").split("/")[-2:]
+        files[image["id"]] = coco_images_folder(data_root, split, "lvis-box", LVIS_LAYOUT) / name
+    ids = sorted(boxes)
+    names = [c["name"].replace("_", " ") for c in categories]
+    return classify_boxes(encoder, [files[i] for i in ids], *_tensors(ids, boxes, labels), names, templates())
+
+
+BOXCLASS_LAYOUT = (
+    "BoxClass-CN/valid_category_data_total_zh.json ({categories, images, annotations}) and BoxClass-CN/images/"
+)
+
+
+def boxclass_cn(encoder, data_root: Path) -> dict[str, float]:
+    """BoxClass-CN: raw Chinese category names, no template (the reference protocol)."""
+    _require_regions(encoder)
+    root = data_root / "BoxClass-CN"
+    data = json.loads(require(root / "valid_category_data_total_zh.json", "boxclass-cn", BOXCLASS_LAYOUT).read_text())
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    boxes, labels = _by_image(data["annotations"], index.__getitem__)
+    files = {im["id"]: root / "images" / im["file_name"] for im in data["images"]}
+    ids = sorted(boxes)
+    return classify_boxes(
+        encoder, [files[i] for i in ids], *_tensors(ids, boxes, labels), [c["name"] for c in categories], None
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- FG-OVD
+
+FGOVD_SPLITS = {
+    "hard": "h_attributes_llava.jsonl",
+    "medium": "m_attributes_llava.jsonl",
+    "easy": "e_attributes_llava.jsonl",
+    "trivial": "shuffle_negatives_llava.jsonl",
+}
+
+
+def fgovd(split: str):
+    layout = (
+        f"fgovd/{FGOVD_SPLITS[split]} (JSON lines: img_path, bbox xywh, pos_expression, neg_expression) with "
+        "img_path under coco/"
+    )
+
+    def run(encoder, data_root: Path) -> dict[str, float]:
+        _require_regions(encoder)
+        path = require(data_root / "fgovd" / FGOVD_SPLITS[split], f"fgovd-{split}", layout)
+        items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not items:
+            raise MissingDataset(f"fgovd-{split}: {path} holds no item; expected {layout}")
+        by_image: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            by_image[item["img_path"]].append(i)
+        order = list(by_image)
+        boxes = [
+            xywh_to_xyxy(torch.tensor([items[i]["bbox"] for i in by_image[p]], dtype=torch.float32)) for p in order
+        ]
+        regions = encoder.regions([_coco_path(data_root, p) for p in order], boxes, pixels=True)
+        position = torch.tensor([i for p in order for i in by_image[p]])
+        features = torch.empty(len(items), regions[0].shape[1])
+        features[position] = torch.cat(regions)
+        groups = [[item["pos_expression"][0], *item["neg_expression"]] for item in items]
+        width = max(len(g) for g in groups)
+        mask = torch.tensor([[k < len(g) for k in range(width)] for g in groups])
+        texts = encoder.texts([t for g in groups for t in g + [g[0]] * (width - len(g))], "box")
+        scores = torch.einsum("nd,nkd->nk", features, texts.reshape(len(groups), width, -1))
+        return {"accuracy": first_is_best(scores, mask), "n_items": len(items)}
+
+    return run, layout
+
+
+def _coco_path(data_root: Path, relative: str) -> Path:
+    split, _, name = relative.partition("/")
+    for candidate in (data_root / "coco" / "images" / split / name, data_root / "coco" / relative):
+        if candidate.exists():
+            return candidate
+    return data_root / "coco" / relative  # missing: the loader names it
+
+
+register(
+    Task("coco-box", "COCO val2017 box classification, 80 classes, top-1/5", COCO_BOX_LAYOUT, coco_boxes, ("boxes",))
+)
+register(Task("lvis-box", "LVIS v1 val box classification, 1203 classes, top-1/5", LVIS_LAYOUT, lvis_boxes, ("boxes",)))
+register(
+    Task(
+        "boxclass-cn",
+        "BoxClass-CN box classification (Chinese names), top-1/5",
+        BOXCLASS_LAYOUT,
+        boxclass_cn,
+        ("boxes", "chinese"),
+    )
+)
+for _split in FGOVD_SPLITS:
+    _run, _layout = fgovd(_split)
+    register(
+        Task(
+            f"fgovd-{_split}",
+            f"FG-OVD {_split}: the true description among its negatives",
+            _layout,
+            _run,
+            ("boxes", "fgovd"),
+        )
+    )
