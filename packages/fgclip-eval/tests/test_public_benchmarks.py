@@ -1,0 +1,236 @@
+"""The public benchmark tasks end to end with real (tiny golden) models of every family, the SigLIP 2 baseline,
+the paper-number column, and sharded feature extraction under ``torchrun`` (2 CPU processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from fgclip_eval.cli import main
+
+TASKS = "coco,flickr30k,coco-cn,dci,cifar10,dtd,coco-box,lvis-box,fgovd-hard,voc21,context59"
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, clip_tokenizer, gemma_like_tokenizer):
+    golden = __import__("pathlib").Path(__file__).parents[3] / "tests" / "fixtures" / "golden"
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for name, tokenizer in (("v1_s0", clip_tokenizer), ("v2_s1_fixed", gemma_like_tokenizer)):
+        shutil.copytree(golden / name / "model", root / name)
+        tokenizer.save_pretrained(root / name)
+        out[name] = root / name
+    out["siglip2"] = _tiny_siglip2(root / "siglip2", gemma_like_tokenizer)
+    return out
+
+
+def _tiny_siglip2(folder, tokenizer):
+    import torch
+    from transformers import Siglip2Config, Siglip2Model
+
+    from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
+
+    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = Siglip2Config(
+        text_config={**size, "vocab_size": 64, "max_position_embeddings": 64},
+        vision_config={**size, "num_patches": 64, "patch_size": 16},
+    )
+    torch.manual_seed(0)
+    Siglip2Model(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    FGCLIP2ImageProcessor().save_pretrained(folder)
+    return folder
+
+
+def _results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["v1_s0", "v2_s1_fixed"])
+def test_public_tasks_run_with_region_models(model, models, benchmark_root, tmp_path):
+    root, _ = benchmark_root
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "--model",
+                str(models[model]),
+                "--data-root",
+                str(root),
+                "--tasks",
+                TASKS,
+                "--output",
+                str(out),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    results = _results(out)["results"]
+    assert list(results) == TASKS.split(",")
+    for task, metrics in results.items():
+        assert "skipped" not in metrics, (task, metrics)
+        assert all(0 <= v <= 1 for k, v in metrics.items() if not k.startswith("n_")), (task, metrics)
+    assert results["coco"]["i2t_r10"] >= results["coco"]["i2t_r1"]
+    assert "| coco-box | n_boxes | 3 |" in (out / "results.md").read_text()
+
+
+def test_siglip2_baseline(models, benchmark_root, tmp_path):
+    root, _ = benchmark_root
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "--model",
+                str(models["siglip2"]),
+                "--data-root",
+                str(root),
+                "--tasks",
+                "coco,dci,coco-box,voc21",
+                "--output",
+                str(out),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    results = _results(out)["results"]
+    assert set(results["coco"]) == {f"{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)}
+    assert "i2t_r1" in results["dci"]  # long captions truncated to SigLIP 2's 64 tokens
+    assert results["coco-box"] == {"skipped": "the siglip2 family has no region features"}
+    assert results["voc21"] == {"skipped": "the siglip2 family has no dense features"}
+
+
+def test_paper_column_for_official_checkpoints(models, benchmark_root, tmp_path, capsys):
+    root, _ = benchmark_root
+    official = tmp_path / "fg-clip2-so400m"  # the official name picks the published row
+    shutil.copytree(models["v2_s1_fixed"], official)
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "--model",
+                str(official),
+                "--data-root",
+                str(root),
+                "--tasks",
+                "coco",
+                "--output",
+                str(out),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "| coco | i2t_r1 |" in capsys.readouterr().out
+    table = (out / "results.md").read_text()
+    assert "| task | metric | value | paper |" in table and "| 0.751 |" in table and "| 0.586 |" in table
+    assert _results(out)["paper"]["coco"] == {"i2t_r1": 0.751, "t2i_r1": 0.586}
+    out2 = tmp_path / "out2"  # an unofficial name: no paper column unless asked for
+    assert (
+        main(
+            [
+                "--model",
+                str(models["v2_s1_fixed"]),
+                "--data-root",
+                str(root),
+                "--tasks",
+                "coco",
+                "--output",
+                str(out2),
+                "--workers",
+                "0",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "paper" not in (out2 / "results.md").read_text()
+    assert (
+        main(
+            [
+                "--model",
+                str(models["v2_s1_fixed"]),
+                "--paper",
+                "nope",
+                "--data-root",
+                str(root),
+                "--tasks",
+                "coco",
+                "--output",
+                str(out2),
+            ]
+        )
+        == 2
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_match_one(models, benchmark_root, tmp_path):
+    """Sharded feature extraction (uneven shards: 4 COCO images, 3 FG-OVD images, 1 VOC image) gathers back to
+    the single-process matrices: identical metrics."""
+    root, _ = benchmark_root
+    tasks = "coco,flickr30k,coco-box,fgovd-hard,voc21"
+    args = [
+        "--model",
+        str(models["v2_s1_fixed"]),
+        "--data-root",
+        str(root),
+        "--tasks",
+        tasks,
+        "--workers",
+        "0",
+        "--quiet",
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    single = subprocess.run(
+        [sys.executable, "-m", "fgclip_eval.cli", *args, "--output", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_addr=127.0.0.1",
+            f"--master_port={_free_port()}",
+            "-m",
+            "fgclip_eval.cli",
+            *args,
+            "--output",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("written:") == 1  # rank 0 alone writes the reports
+    one, two = _results(tmp_path / "one")["results"], _results(tmp_path / "two")["results"]
+    assert set(one) == set(two) == set(tasks.split(","))
+    for task in one:
+        assert one[task] == pytest.approx(two[task], abs=1e-6), task
