@@ -111,7 +111,7 @@ def test_flowers_needs_its_class_names_file(benchmark_root, fake, tmp_path):
     root, _ = benchmark_root
     shutil.copytree(root / "flowers-102", tmp_path / "flowers-102")
     (tmp_path / "flowers-102" / "classnames.txt").unlink()
-    with pytest.raises(MissingDataset, match="classnames.txt"):
+    with pytest.raises(MissingDataset, match=r"classnames\.txt"):
         run("flowers", fake(), tmp_path)
 
 

@@ -5,7 +5,7 @@ This package never imports ``fgclip_model``: collators take any tokenizer / imag
 
 from fgclip_data.__about__ import __version__
 from fgclip_data.collate import FGCLIP2Collator, FGCLIPCollator
-from fgclip_data.datasets import FineHARDDataset, FineHARDStream, ImageResize
+from fgclip_data.datasets import FineHARDDataset, FineHARDShards, FineHARDStream, ImageResize
 from fgclip_data.finehard.paths import resolve_image_path
 from fgclip_data.finehard.reader import iter_records, read_records
 from fgclip_data.finehard.samples import Sample, SampleOptions, Skipped
@@ -19,6 +19,7 @@ __all__ = [
     "FGCLIPCollator",
     "FineHARDDataset",
     "FineHARDRecord",
+    "FineHARDShards",
     "FineHARDStream",
     "ImageResize",
     "Report",

@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=64, help="img2dataset threads per process")
     d.add_argument("--timeout", type=int, default=10)
     d.add_argument("--retries", type=int, default=0)
+    d.add_argument(
+        "--distributor",
+        choices=("multiprocessing", "pyspark"),
+        default="multiprocessing",
+        help="img2dataset distributor: local processes, or a Spark cluster (start the SparkSession first)",
+    )
 
     r = finehard.add_parser("rename", help="copy downloads to their canonical keys (url2key_jsons)")
     r.add_argument("--url2key", required=True, type=Path, help="FineHARD/url2key_jsons folder (or one file)")
@@ -78,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--val-fraction", type=float, default=0.1)
     g.add_argument("--workers", type=int, default=None, help="processes (default: CPU count)")
     g.add_argument("--force", action="store_true", help="regenerate even if OUT holds the same set")
+
+    shards = groups.add_parser("shards", help="WebDataset tar shards").add_subparsers(dest="command", required=True)
+    w = shards.add_parser("write", help="FineHARD-format records + images -> tar shards with a manifest (resumable)")
+    w.add_argument("--data", required=True, type=Path, help="record file, jsonfiles folder or .txt listing")
+    w.add_argument("--images", required=True, type=Path, help="image root that f_path resolves against")
+    w.add_argument("--out", required=True, type=Path, help="shard folder (rerun to resume)")
+    w.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    vf = shards.add_parser("verify", help="re-hash every shard against the manifest")
+    vf.add_argument("--out", required=True, type=Path, help="shard folder")
     return parser
 
 
@@ -88,7 +103,9 @@ def _bar(total: int | None, desc: str, unit: str) -> tqdm:
 def _download(args) -> int:
     from fgclip_data.finehard.download import DownloadOptions, download, url_lists
 
-    options = DownloadOptions(threads=args.threads, timeout=args.timeout, retries=args.retries)
+    options = DownloadOptions(
+        threads=args.threads, timeout=args.timeout, retries=args.retries, distributor=args.distributor
+    )
     if args.processes:
         options.processes = args.processes
     report = Report()
@@ -181,7 +198,32 @@ def _generate(args) -> int:
     return 0
 
 
+def _shards_write(args) -> int:
+    from fgclip_data.shards import write_shards
+
+    report = Report()
+    with _bar(None, "shards", "sample") as bar:
+        manifest = write_shards(
+            args.data, args.images, args.out, args.shard_size, report, progress=lambda n: bar.update(n - bar.n)
+        )
+    print(report.summary("shards write"))
+    print(f"manifest: {args.out / 'manifest.json'} ({manifest.samples} samples in {len(manifest.shards)} shards)")
+    return 0
+
+
+def _shards_verify(args) -> int:
+    from fgclip_data.shards import verify_shards
+
+    problems = verify_shards(args.out)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"shards verify: {'all shards match the manifest' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
 COMMANDS = {
+    ("shards", "write"): _shards_write,
+    ("shards", "verify"): _shards_verify,
     ("finehard", "download"): _download,
     ("finehard", "rename"): _rename,
     ("finehard", "check"): _check,

@@ -140,3 +140,45 @@ class FineHARDStream(IterableDataset):
         for position, ref in enumerate(iter_records(self.source, self.maker.report)):
             if position % shards == shard:
                 yield self.maker.make(ref)
+
+
+class FineHARDShards(IterableDataset):
+    """Training samples streamed from WebDataset shards (``fgclip-data shards write``): split over ranks × workers
+    with every sample read once per epoch, decoded, resized and built in the workers; :meth:`resume` continues
+    an epoch mid-way. Same samples as :class:`FineHARDDataset` over the source records."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        options: SampleOptions | None = None,
+        resize: ImageResize | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        from fgclip_data.shards import ShardStream
+
+        self.maker = _SampleMaker(folder, options, resize, seed)
+        self.stream = ShardStream(folder, make=self._make, seed=seed, rank=rank, world_size=world_size)
+
+    def _make(self, record, image, at: str):
+        rng = random.Random(zlib.crc32(f"{self.maker.seed}:{self.maker.epoch}:{at}".encode()))
+        return build_sample(record, self.maker.resize(image), self.maker.options, rng, self.maker.report, at)
+
+    @property
+    def report(self) -> Report:
+        return self.maker.report
+
+    def set_epoch(self, epoch: int) -> None:
+        self.maker.epoch = epoch
+        self.stream.set_epoch(epoch)
+
+    def resume(self, epoch: int, batches_done: int, batch_size: int) -> None:
+        self.set_epoch(epoch)
+        self.stream.resume(epoch, batches_done, batch_size)
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __iter__(self) -> Iterator:
+        return iter(self.stream)

@@ -33,6 +33,10 @@ class DownloadOptions:
     retries: int = 0
     shard_size: int = 10_000
     encode_format: str = "jpg"
+    # img2dataset's distributor: "multiprocessing" on one machine, "pyspark" over a Spark cluster (the caller
+    # creates the SparkSession first; see docs/data.md)
+    distributor: str = "multiprocessing"
+    output_format: str = "files"  # "webdataset" writes tar shards that `fgclip-data shards write` also makes
 
 
 def url_lists(finehard_root: str | Path, parents: list[int] | None = None) -> list[tuple[Path, str, str]]:
@@ -90,7 +94,8 @@ def download(
             output_folder=str(out),
             input_format="parquet",
             url_col="url",
-            output_format="files",
+            output_format=options.output_format,
+            distributor=options.distributor,
             resize_mode="no",
             encode_format=options.encode_format,
             number_sample_per_shard=options.shard_size,

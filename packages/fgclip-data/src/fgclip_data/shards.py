@@ -1,0 +1,299 @@
+"""WebDataset tar shards of FineHARD-format data (FineHARD, FG-Shapes, converted ShareGPT4V), and a stream over them.
+
+Millions of loose JPEG files and JSON arrays do not feed a GPU cluster; sequential reads of a few hundred tar files
+do. Each sample is two tar members with one key: ``<key>.<ext>`` (the original image bytes, never re-encoded) and
+``<key>.json`` (the record). ``manifest.json`` lists every shard with its sample count, size and SHA-256.
+
+Writing is resumable: shards are written to a temporary name and renamed when complete, and the manifest is
+rewritten after each one, so a rerun skips the shards it lists (after checking their size) and continues.
+Missing or corrupt images are skipped and counted, never written.
+
+Reading (:class:`ShardStream`) splits samples, not shards, over ranks × loader workers: consumer ``c`` of ``C``
+takes the samples at positions ``c, c + C, ...`` of the epoch's order (shards shuffled per epoch), so each
+sample is read exactly once per epoch whatever the shard count. Tar members of other consumers are skipped
+without reading their data. Decoding, resizing and sample building happen in the workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from fgclip_data.finehard.paths import resolve_image_path
+from fgclip_data.finehard.reader import iter_records
+from fgclip_data.report import Report, where
+from fgclip_data.schema import FineHARDRecord
+
+MANIFEST = "manifest.json"
+FORMAT = "fgclip-shards/1"
+
+
+@dataclass
+class ShardInfo:
+    name: str
+    count: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    """What a shard folder holds; ``source`` and ``shard_size`` must match for a resumed write."""
+
+    source: str
+    shard_size: int
+    shards: list[ShardInfo] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    records_read: int = 0
+    complete: bool = False
+    format: str = FORMAT
+
+    @property
+    def samples(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    def save(self, folder: Path) -> None:
+        tmp = folder / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(asdict(self), indent=1))
+        os.replace(tmp, folder / MANIFEST)
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest:
+        path = Path(folder) / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: write shards with `fgclip-data shards write`")
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{path}: format {data.get('format')!r} is not {FORMAT!r}")
+        data["shards"] = [ShardInfo(**s) for s in data["shards"]]
+        return cls(**data)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _image_bytes(path: Path, report: Report, at: str) -> tuple[bytes, str] | None:
+    """The file's bytes and extension if it decodes, else None (counted)."""
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except FileNotFoundError:
+        report.problem("missing image", at)
+        return None
+    except (OSError, ValueError) as err:
+        report.problem(f"corrupt image ({type(err).__name__})", at)
+        return None
+    return data, (path.suffix.lower().lstrip(".") or "jpg").replace("jpeg", "jpg")
+
+
+def write_shards(
+    source: str | Path,
+    image_root: str | Path,
+    out: str | Path,
+    shard_size: int = 1000,
+    report: Report | None = None,
+    progress: Callable[[int], None] | None = None,
+    stop_after_shards: int | None = None,
+) -> Manifest:
+    """Write ``source`` (record files, a folder of them or a .txt listing) as shards of ``shard_size`` samples in
+    ``out``; resume when ``out`` already holds a manifest of the same source and shard size.
+    ``stop_after_shards`` ends the call after that many new shards (an interrupted run, for tests)."""
+    import webdataset as wds
+
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = report if report is not None else Report()
+    manifest = Manifest(str(Path(source).resolve()), shard_size)
+    if (out / MANIFEST).is_file():
+        previous = Manifest.load(out)
+        if (previous.source, previous.shard_size) != (manifest.source, manifest.shard_size):
+            raise ValueError(
+                f"{out} holds shards of {previous.source} (size {previous.shard_size}); "
+                f"refusing to mix in {manifest.source} (size {shard_size}): choose another folder"
+            )
+        manifest = previous
+        for info in manifest.shards:
+            path = out / info.name
+            if not path.is_file() or path.stat().st_size != info.bytes:
+                raise ValueError(f"{path} does not match the manifest (missing or resized): remove the folder")
+        if manifest.complete:
+            return manifest
+    records = iter_records(source, report)
+    for _ in range(manifest.records_read):  # records already in the listed shards (or skipped before them)
+        next(records, None)
+    skipped = Report()  # problems of this run, on top of the manifest's earlier tallies
+    earlier = dict(manifest.skipped)
+    written_now = 0
+    pending: list[tuple[FineHARDRecord, bytes, str]] = []
+    read = manifest.records_read
+
+    def flush() -> None:
+        nonlocal written_now, pending
+        index = len(manifest.shards)
+        name = f"shard-{index:06d}.tar"
+        tmp = out / f".{name}.tmp"
+        with tmp.open("wb") as stream, wds.TarWriter(stream, encoder=False, mtime=0) as writer:
+            for offset, (record, data, ext) in enumerate(pending):
+                key = f"{index:06d}{offset:06d}"
+                writer.write({"__key__": key, ext: data, "json": record.model_dump_json().encode()})
+        os.replace(tmp, out / name)
+        manifest.shards.append(ShardInfo(name, len(pending), (out / name).stat().st_size, _sha256(out / name)))
+        manifest.skipped = {r: earlier.get(r, 0) + skipped.counts.get(r, 0) for r in {*earlier, *skipped.counts}}
+        manifest.records_read = read
+        manifest.save(out)
+        written_now += 1
+        pending = []
+        if progress:
+            progress(manifest.samples)
+
+    for ref in records:
+        read += 1
+        at = where(ref.file, ref.index)
+        try:
+            path = resolve_image_path(ref.record.f_path, image_root)
+        except ValueError as err:
+            skipped.problem(str(err), at)
+            continue
+        image = _image_bytes(path, skipped, at)
+        if image is not None:
+            pending.append((ref.record, *image))
+        if len(pending) == shard_size:
+            flush()
+            if stop_after_shards is not None and written_now >= stop_after_shards:
+                return manifest
+    if pending:
+        flush()
+    manifest.skipped = {r: earlier.get(r, 0) + skipped.counts.get(r, 0) for r in {*earlier, *skipped.counts}}
+    manifest.records_read = read
+    manifest.complete = True
+    manifest.save(out)
+    report.merge(skipped)
+    report.count("samples in shards", manifest.samples)
+    report.count("shards", len(manifest.shards))
+    return manifest
+
+
+def verify_shards(folder: str | Path) -> list[str]:
+    """Problems found re-hashing every shard against the manifest (empty when all match)."""
+    folder = Path(folder)
+    problems = []
+    for info in Manifest.load(folder).shards:
+        path = folder / info.name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif _sha256(path) != info.sha256:
+            problems.append(f"{path}: SHA-256 differs from the manifest")
+    return problems
+
+
+class ShardStream(IterableDataset):
+    """Samples of a shard folder, split over ranks × loader workers (see the module docstring).
+
+    ``make(record, image, at)`` turns a record and its decoded image into the training sample (e.g. fgclip-data's
+    ``Sample`` builder); None yields ``(record, image)``. :meth:`resume` skips what a run already consumed.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        make: Callable[[FineHARDRecord, Image.Image, str], object] | None = None,
+        seed: int = 0,
+        shuffle_shards: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.manifest = Manifest.load(self.folder)
+        self.make = make
+        self.seed, self.shuffle_shards = seed, shuffle_shards
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.skip_batches, self.batch_size = 0, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int, batch_size: int) -> None:
+        """Continue epoch ``epoch`` after ``batches_done`` batches of ``batch_size`` of this rank's loader (workers
+        deliver batches in turn, as torch's DataLoader does, so each worker knows how many of its own were used)."""
+        self.epoch, self.skip_batches, self.batch_size = epoch, batches_done, batch_size
+
+    def __len__(self) -> int:
+        return self.manifest.samples
+
+    def shard_order(self) -> list[ShardInfo]:
+        shards = list(self.manifest.shards)
+        if self.shuffle_shards:
+            random.Random(f"{self.seed}:{self.epoch}").shuffle(shards)
+        return shards
+
+    def _consumer(self) -> tuple[int, int, int, int]:
+        """(consumer index, consumer count, worker index, worker count)."""
+        from fgclip_data.datasets import shard_of
+
+        consumer, consumers = shard_of(self.rank, self.world_size)
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        return consumer, consumers, worker, workers
+
+    def __iter__(self) -> Iterator:
+        consumer, consumers, worker, workers = self._consumer()
+        own_batches = self.skip_batches // workers + (worker < self.skip_batches % workers)
+        to_skip = own_batches * self.batch_size
+        position = 0
+        for info in self.shard_order():
+            with tarfile.open(self.folder / info.name) as tar:
+                members = _samples(tar)
+                for key, image_member, json_member in members:
+                    mine = position % consumers == consumer
+                    position += 1
+                    if not mine:
+                        continue
+                    if to_skip:
+                        to_skip -= 1
+                        continue
+                    record = FineHARDRecord.model_validate_json(tar.extractfile(json_member).read())
+                    with Image.open(io.BytesIO(tar.extractfile(image_member).read())) as image:
+                        image = image.convert("RGB")
+                    at = f"{info.name}:{key}"
+                    yield self.make(record, image, at) if self.make else (record, image)
+
+
+def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo, tarfile.TarInfo]]:
+    """(key, image member, json member) in file order; member data is only read on extractfile."""
+    current: dict[str, tarfile.TarInfo] = {}
+    key = None
+    for member in tar:
+        stem, _, ext = member.name.partition(".")
+        if key is not None and stem != key:
+            yield _pair(key, current)
+            current = {}
+        key = stem
+        current[ext] = member
+    if key is not None:
+        yield _pair(key, current)
+
+
+def _pair(key: str, members: dict[str, tarfile.TarInfo]):
+    image = next((m for ext, m in members.items() if ext != "json"), None)
+    if image is None or "json" not in members:
+        raise ValueError(f"sample {key}: expected an image and a .json member, found {sorted(members)}")
+    return key, image, members["json"]
