@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -59,8 +60,14 @@ class FakeEncoder:
             config=SimpleNamespace(vision_config=SimpleNamespace(image_size=32, patch_size=16))
         )
         self.seen_walks: list[str] = []
+        self.patch_budgets: list[int] = []
 
     has_regions = property(lambda self: self.family in ("fgclip", "fgclip2"))
+
+    @contextmanager
+    def fixed_patches(self, budget: int):
+        self.patch_budgets.append(budget)
+        yield self
 
     @staticmethod
     def one_hot(ids) -> torch.Tensor:

@@ -234,3 +234,18 @@ def test_torchrun_two_processes_match_one(models, benchmark_root, tmp_path):
     assert set(one) == set(two) == set(tasks.split(","))
     for task in one:
         assert one[task] == pytest.approx(two[task], abs=1e-6), task
+
+
+def test_fixed_patch_budget_is_scoped(models):
+    from fgclip_eval.encoders import Encoder
+
+    encoder = Encoder.load(models["v2_s1_fixed"], workers=0, progress=False)
+    with encoder.fixed_patches(1024):
+        assert encoder.max_num_patches == 1024
+    assert encoder.max_num_patches is None
+    pinned = Encoder.load(models["v2_s1_fixed"], max_num_patches=64, workers=0, progress=False)
+    with pinned.fixed_patches(1024):
+        assert pinned.max_num_patches == 64  # an explicit --max-num-patches wins
+    v1 = Encoder.load(models["v1_s0"], workers=0, progress=False)
+    with v1.fixed_patches(1024):
+        assert v1.max_num_patches is None  # square-image families have no patch budget

@@ -86,6 +86,7 @@ def test_imagenet_and_v2_use_sorted_folders_and_the_openai_names(benchmark_root,
     # labels 0, 1, 999 by sorted wnid; a label whose name repeats an earlier one loses to it
     assert result["top1"] == pytest.approx(sum(first[names[y]] == y for y in expected["imagenet"]) / 3)
     assert result["top5"] == 1.0
+    assert encoder.patch_budgets == [1024]  # FG-CLIP 2's ImageNet protocol: a fixed 1024-patch budget
     v2 = run("imagenet-v2", encoder, root)  # folders 2, 10, 998: label = int(folder name)
     assert v2["top1"] == pytest.approx(sum(first[names[y]] == y for y in (2, 10, 998)) / 3)
 

@@ -11,6 +11,7 @@ rank holds the same feature matrices as a single process would.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -49,6 +50,18 @@ class Encoder:
         if processor.tokenizer is None:
             raise ValueError(f"{path} holds no tokenizer files: a benchmark needs one to encode its texts")
         return cls(model.to(device), processor, fgclip_model.detect_family(path), torch.device(device), **kwargs)
+
+    @contextmanager
+    def fixed_patches(self, budget: int):
+        """NaFlex families: encode with a fixed patch budget inside the block (unless ``--max-num-patches`` set
+        one), as the reference's ImageNet evaluation (1024) and square segmentation windows need."""
+        saved = self.max_num_patches
+        if self.family in NAFLEX_FAMILIES and saved is None:
+            self.max_num_patches = budget
+        try:
+            yield self
+        finally:
+            self.max_num_patches = saved
 
     @property
     def has_regions(self) -> bool:

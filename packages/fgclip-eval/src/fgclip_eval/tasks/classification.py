@@ -11,6 +11,7 @@ is global, not a mean of per-batch accuracies.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -45,9 +46,14 @@ def zero_shot_classifier(encoder, classnames: Sequence[str], prompts=None, walk:
     return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
 
 
-def classify(encoder, images: Sequence, labels: torch.Tensor, classnames: Sequence[str]) -> dict[str, float]:
+def classify(
+    encoder, images: Sequence, labels: torch.Tensor, classnames: Sequence[str], patches: int | None = None
+) -> dict[str, float]:
+    """Top-1/5 with the 80-template classifier; ``patches``: a fixed NaFlex budget (FG-CLIP 2's ImageNet: 1024)."""
     weights = zero_shot_classifier(encoder, classnames, templates())
-    top = topk_accuracy(encoder.images(images) @ weights.T, labels, ks=(1, 5))
+    with encoder.fixed_patches(patches) if patches else nullcontext():
+        features = encoder.images(images)
+    top = topk_accuracy(features @ weights.T, labels, ks=(1, 5))
     return {"top1": top[1], "top5": top[5]}
 
 
@@ -70,6 +76,7 @@ class LazyImages(Sequence):
 
 IMAGENET_LAYOUT = "imagenet/data/val_images/<wnid>/*.JPEG (or imagenet/val/<wnid>/), 1000 synset folders"
 IMAGENET_V2_LAYOUT = "imagenetv2-matched-frequency-format-val/<0..999>/*.jpeg"
+IMAGENET_PATCHES = 1024  # FG-CLIP 2's ImageNet protocol: a fixed budget, not each image's dynamic bucket
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".webp", ".bmp"}
 
 
@@ -91,7 +98,7 @@ def imagenet(encoder, data_root: Path) -> dict[str, float]:
         files = _image_files(folder)
         images += files
         labels += [label] * len(files)
-    return classify(encoder, images, torch.tensor(labels), imagenet_classnames())
+    return classify(encoder, images, torch.tensor(labels), imagenet_classnames(), patches=IMAGENET_PATCHES)
 
 
 def imagenet_v2(encoder, data_root: Path) -> dict[str, float]:
@@ -103,7 +110,7 @@ def imagenet_v2(encoder, data_root: Path) -> dict[str, float]:
         labels += [int(folder.name)] * len(files)
     if not images:
         raise MissingDataset(f"imagenet-v2: no images under {root}; expected {IMAGENET_V2_LAYOUT}")
-    return classify(encoder, images, torch.tensor(labels), imagenet_classnames())
+    return classify(encoder, images, torch.tensor(labels), imagenet_classnames(), patches=IMAGENET_PATCHES)
 
 
 # ----------------------------------------------------------------------------------------- torchvision sets

@@ -239,18 +239,16 @@ def segmentation_task(name: str):
         embeddings = zero_shot_classifier(encoder, names, templates(), walk="box")
         confusion = torch.zeros(len(names), len(names), dtype=torch.long)
         part = shard(len(pairs))
-        budget = encoder.max_num_patches
-        if encoder.family == "fgclip2":  # a square window: the patch budget of an exact crop/patch grid
-            encoder.max_num_patches = (window_size(encoder) // encoder.model.config.vision_config.patch_size) ** 2
         progress = _progress(encoder, f"{name} ({len(part)} images)", len(part))
-        for index in part:
-            image_path, label_path = pairs[index]
-            label = read_label(label_path, spec)
-            predicted = segment(encoder, open_rgb(image_path), embeddings, tuple(label.shape), spec.background)
-            confusion += confusion_matrix(predicted, label, len(names), IGNORE)
-            progress.update()
+        window = window_size(encoder) // encoder.model.config.vision_config.patch_size
+        with encoder.fixed_patches(window * window):
+            for index in part:
+                image_path, label_path = pairs[index]
+                label = read_label(label_path, spec)
+                predicted = segment(encoder, open_rgb(image_path), embeddings, tuple(label.shape), spec.background)
+                confusion += confusion_matrix(predicted, label, len(names), IGNORE)
+                progress.update()
         progress.close()
-        encoder.max_num_patches = budget
         if world()[1] > 1:
             torch.distributed.all_reduce(confusion)
         miou, _ = mean_iou(confusion)
