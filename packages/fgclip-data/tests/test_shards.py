@@ -125,3 +125,31 @@ def test_cli_write(shapes, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "46 samples in 3 shards" in out and "missing image: 1" in out
     assert main([*argv, "--out", str(tmp_path / "s"), "--shard-size", "0"]) == 2
+
+
+def test_resume_refuses_a_changed_shard_and_foreign_manifests(shapes, tmp_path):
+    _write(shapes, tmp_path / "s", shard_size=7, stop_after_shards=2)
+    shard = tmp_path / "s" / "shard-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:-512])
+    with pytest.raises(ValueError, match="does not match the manifest"):
+        _write(shapes, tmp_path / "s", shard_size=7)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="is not 'fgclip-shards/1'"):
+        ShardStream(tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="shards write"):
+        ShardStream(tmp_path / "nowhere")
+
+
+def test_a_sample_without_its_record_is_an_error(shapes, tmp_path):
+    import io
+
+    _write(shapes, tmp_path / "s", shard_size=50)
+    shard = tmp_path / "s" / "shard-000000.tar"
+    with tarfile.open(shard) as tar:  # rewrite the shard without the first sample's .json member
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.name != "000000000000.json"]
+    with tarfile.open(shard, "w") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data))
+    with pytest.raises(ValueError, match=r"sample 000000000000: expected an image and a \.json member"):
+        list(ShardStream(tmp_path / "s"))

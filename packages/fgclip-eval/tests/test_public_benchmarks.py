@@ -249,3 +249,40 @@ def test_fixed_patch_budget_is_scoped(models):
     v1 = Encoder.load(models["v1_s0"], workers=0, progress=False)
     with v1.fixed_patches(1024):
         assert v1.max_num_patches is None  # square-image families have no patch budget
+
+
+def test_bad_benchmark_files_are_reported_not_raised(models, benchmark_root, tmp_path, capsys):
+    """A corrupt image and a malformed caption file each stop their own task with the file named; the other
+    tasks of the run still complete."""
+    root, _ = benchmark_root
+    data = tmp_path / "data"
+    shutil.copytree(root / "coco", data / "coco")
+    shutil.copytree(root / "flickr30k", data / "flickr30k")
+    shutil.copytree(root / "flickr30k-cna", data / "flickr30k-cna")
+    broken = data / "coco" / "images" / "val2017" / "000000000004.jpg"
+    broken.write_bytes(b"not a jpeg")
+    cna = data / "flickr30k-cna" / "flickr30k_cna_test.txt"
+    cna.write_text(cna.read_text(encoding="utf-8") + "a line without a tab\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "--model",
+            str(models["v1_s0"]),
+            "--data-root",
+            str(data),
+            "--tasks",
+            "coco,flickr30k-cna,flickr30k",
+            "--output",
+            str(out),
+            "--workers",
+            "0",
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    results = _results(out)["results"]
+    assert results["coco"]["skipped"].startswith(f"unreadable image {broken}")
+    assert results["flickr30k-cna"]["skipped"].startswith(f"{cna}:11: expected")
+    assert "i2t_r1" in results["flickr30k"]
+    err = capsys.readouterr().err
+    assert str(broken) in err and f"{cna}:11" in err

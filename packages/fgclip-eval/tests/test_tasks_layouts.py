@@ -239,3 +239,24 @@ def test_shard_and_gather_without_a_process_group():
     assert shard(5) == range(5)
     rows = torch.arange(6.0).reshape(3, 2)
     assert gather_rows(rows) is rows
+
+
+@pytest.mark.parametrize(
+    ("task", "relative", "line"),
+    [
+        ("coco-cn", "coco-cn/pair.txt", "COCO_val2014_000000000041#zhm#9"),
+        ("lit-cn", "LIT-CN/image_caption_long_cn.txt", "images/61.jpg no tab here"),
+    ],
+)
+def test_malformed_caption_lines_name_file_and_line(benchmark_root, fake, tmp_path, task, relative, line):
+    import shutil
+
+    from fgclip_eval.tasks import BadDataset
+
+    root, _ = benchmark_root
+    target = tmp_path / relative
+    shutil.copytree((root / relative).parent, target.parent)
+    lines = target.read_text(encoding="utf-8").splitlines()
+    target.write_text("\n".join([*lines[:1], line, *lines[1:]]) + "\n", encoding="utf-8")
+    with pytest.raises(BadDataset, match=rf"{target}:2: expected"):
+        run(task, fake(), tmp_path)

@@ -60,8 +60,13 @@ class _SampleMaker:
         image = load_image(path, self.report, at)
         if image is None:
             return Skipped("missing or corrupt image", at)
-        rng = random.Random(zlib.crc32(f"{self.seed}:{self.epoch}:{ref.file}:{ref.index}".encode()))
-        return build_sample(ref.record, self.resize(image), self.options, rng, self.report, at)
+        return self.build(ref.record, image, at, f"{ref.file}:{ref.index}")
+
+    def build(self, record, image: Image.Image, at: str, key: str):
+        """The sample of a record and its decoded image; the random region-caption choices are seeded by
+        (seed, epoch, ``key``), so they are the same whichever worker builds the sample."""
+        rng = random.Random(zlib.crc32(f"{self.seed}:{self.epoch}:{key}".encode()))
+        return build_sample(record, self.resize(image), self.options, rng, self.report, at)
 
 
 class FineHARDDataset(Dataset):
@@ -159,11 +164,10 @@ class FineHARDShards(IterableDataset):
         from fgclip_data.shards import ShardStream
 
         self.maker = _SampleMaker(folder, options, resize, seed)
-        self.stream = ShardStream(folder, make=self._make, seed=seed, rank=rank, world_size=world_size)
+        self.stream = ShardStream(folder, make=self._build, seed=seed, rank=rank, world_size=world_size)
 
-    def _make(self, record, image, at: str):
-        rng = random.Random(zlib.crc32(f"{self.maker.seed}:{self.maker.epoch}:{at}".encode()))
-        return build_sample(record, self.maker.resize(image), self.maker.options, rng, self.maker.report, at)
+    def _build(self, record, image, at: str):
+        return self.maker.build(record, image, at, key=at)  # a bound method: picklable for spawned workers
 
     @property
     def report(self) -> Report:

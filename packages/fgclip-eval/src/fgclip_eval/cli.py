@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .tasks import MissingDataset, NotApplicable, get_tasks
+from .tasks import BadDataset, MissingDataset, NotApplicable, get_tasks
 
 
 def newest_stage2_checkpoint(root: Path = Path("runs")) -> Path | None:
@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         except MissingDataset as err:
             print(f"benchmark: {err}", file=sys.stderr)
             results[task.name] = {"skipped": "data set missing"}
-        except UnreadableImage as err:
+        except (UnreadableImage, BadDataset) as err:
             print(f"benchmark: {task.name}: {err}", file=sys.stderr)
-            results[task.name] = {"skipped": f"{err}"}
+            results[task.name] = {"skipped": str(err)}
         except NotApplicable as err:
             results[task.name] = {"skipped": str(err)}
     if is_main():

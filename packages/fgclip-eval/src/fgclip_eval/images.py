@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from PIL import Image
 
@@ -59,17 +58,6 @@ def batches(items: Sequence, batch_size: int, prepare: Callable[[list], object],
 
 def default_workers() -> int:
     return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
-def image_size(item: ImageItem) -> tuple[int, int]:
-    """(width, height) without decoding the pixels."""
-    if isinstance(item, Image.Image):
-        return item.size
-    try:
-        with Image.open(Path(item)) as image:
-            return image.size
-    except OSError as err:
-        raise UnreadableImage(f"unreadable image {item}: {err}") from err
 
 
 class View(Sequence):

@@ -20,6 +20,10 @@ class MissingDataset(FileNotFoundError):
     """A benchmark's files are not where the task looked; the message says where and which layout it expects."""
 
 
+class BadDataset(ValueError):
+    """A benchmark file is there but malformed; the message names the file (and line) and what was expected."""
+
+
 class NotApplicable(ValueError):
     """The task cannot run with this model (e.g. region tasks for a model without region features)."""
 

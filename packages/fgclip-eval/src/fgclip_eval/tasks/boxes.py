@@ -41,19 +41,34 @@ def classify_boxes(
     return {"top1": top[1], "top5": top[5], "n_boxes": sum(len(b) for b in boxes)}
 
 
-def _by_image(annotations, label_of) -> tuple[dict, dict]:
+def detection_set(data: dict, file_of) -> tuple[list[Path], list[torch.Tensor], list[torch.Tensor], list[str]]:
+    """A COCO-style detection file (``images``, ``annotations``, ``categories``) as (image per annotated image in id
+    order, its xywh boxes, their class indices, class names in category-id order); ``file_of(image) -> Path``."""
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(categories)}
     boxes, labels = defaultdict(list), defaultdict(list)
-    for ann in annotations:
+    for ann in data["annotations"]:
         boxes[ann["image_id"]].append(ann["bbox"])
-        labels[ann["image_id"]].append(label_of(ann["category_id"]))
-    return boxes, labels
-
-
-def _tensors(image_ids, boxes, labels):
+        labels[ann["image_id"]].append(index[ann["category_id"]])
+    files = {image["id"]: file_of(image) for image in data["images"]}
+    ids = sorted(boxes)
     return (
-        [torch.tensor(boxes[i], dtype=torch.float32).reshape(-1, 4) for i in image_ids],
-        [torch.tensor(labels[i], dtype=torch.long) for i in image_ids],
+        [files[i] for i in ids],
+        [torch.tensor(boxes[i], dtype=torch.float32).reshape(-1, 4) for i in ids],
+        [torch.tensor(labels[i], dtype=torch.long) for i in ids],
+        [c["name"] for c in categories],
     )
+
+
+def candidate_accuracy(encoder, regions: torch.Tensor, groups: list[list[str]]) -> float:
+    """Share of regions [N, D] whose first candidate text (the positive) scores at least as high as each of the
+    others in its group (groups may differ in size: FG-OVD, FG-Shapes hard negatives)."""
+    lengths = torch.tensor([len(g) for g in groups])
+    width = int(lengths.max())
+    mask = torch.arange(width)[None, :] < lengths[:, None]
+    texts = encoder.texts([t for g in groups for t in g + [g[0]] * (width - len(g))], "box")
+    scores = torch.einsum("nd,nkd->nk", regions, texts.reshape(len(groups), width, -1))
+    return first_is_best(scores, mask)
 
 
 # ------------------------------------------------------------------------------------------------------ COCO
@@ -66,15 +81,8 @@ def coco_boxes(encoder, data_root: Path) -> dict[str, float]:
     _require_regions(encoder)
     path = require(data_root / "coco" / "annotations" / "instances_val2017.json", "coco-box", COCO_BOX_LAYOUT)
     folder = coco_images_folder(data_root, "val2017", "coco-box", COCO_BOX_LAYOUT)
-    data = json.loads(path.read_text())
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    index = {c["id"]: i for i, c in enumerate(categories)}
-    boxes, labels = _by_image(data["annotations"], index.__getitem__)
-    files = {im["id"]: folder / im["file_name"] for im in data["images"]}
-    ids = sorted(boxes)
-    return classify_boxes(
-        encoder, [files[i] for i in ids], *_tensors(ids, boxes, labels), [c["name"] for c in categories], templates()
-    )
+    images, boxes, labels, names = detection_set(json.loads(path.read_text()), lambda im: folder / im["file_name"])
+    return classify_boxes(encoder, images, boxes, labels, names, templates())
 
 
 LVIS_LAYOUT = (
@@ -86,17 +94,14 @@ def lvis_boxes(encoder, data_root: Path) -> dict[str, float]:
     """LVIS v1 val over its 1203 classes (ordered by id, ``_`` read as a space)."""
     _require_regions(encoder)
     path = require(data_root / "lvis" / "lvis_v1_val.json", "lvis-box", LVIS_LAYOUT)
-    data = json.loads(path.read_text())
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    index = {c["id"]: i for i, c in enumerate(categories)}
-    boxes, labels = _by_image(data["annotations"], index.__getitem__)
-    files = {}
-    for image in data["images"]:
+
+    def file_of(image: dict) -> Path:
         split, name = image["coco_url"].rstrip("/").split("/")[-2:]
-        files[image["id"]] = coco_images_folder(data_root, split, "lvis-box", LVIS_LAYOUT) / name
-    ids = sorted(boxes)
-    names = [c["name"].replace("_", " ") for c in categories]
-    return classify_boxes(encoder, [files[i] for i in ids], *_tensors(ids, boxes, labels), names, templates())
+        return coco_images_folder(data_root, split, "lvis-box", LVIS_LAYOUT) / name
+
+    images, boxes, labels, names = detection_set(json.loads(path.read_text()), file_of)
+    names = [n.replace("_", " ") for n in names]
+    return classify_boxes(encoder, images, boxes, labels, names, templates())
 
 
 BOXCLASS_LAYOUT = (
@@ -109,14 +114,8 @@ def boxclass_cn(encoder, data_root: Path) -> dict[str, float]:
     _require_regions(encoder)
     root = data_root / "BoxClass-CN"
     data = json.loads(require(root / "valid_category_data_total_zh.json", "boxclass-cn", BOXCLASS_LAYOUT).read_text())
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    index = {c["id"]: i for i, c in enumerate(categories)}
-    boxes, labels = _by_image(data["annotations"], index.__getitem__)
-    files = {im["id"]: root / "images" / im["file_name"] for im in data["images"]}
-    ids = sorted(boxes)
-    return classify_boxes(
-        encoder, [files[i] for i in ids], *_tensors(ids, boxes, labels), [c["name"] for c in categories], None
-    )
+    images, boxes, labels, names = detection_set(data, lambda im: root / "images" / im["file_name"])
+    return classify_boxes(encoder, images, boxes, labels, names, None)
 
 
 # ---------------------------------------------------------------------------------------------------- FG-OVD
@@ -153,11 +152,7 @@ def fgovd(split: str):
         features = torch.empty(len(items), regions[0].shape[1])
         features[position] = torch.cat(regions)
         groups = [[item["pos_expression"][0], *item["neg_expression"]] for item in items]
-        width = max(len(g) for g in groups)
-        mask = torch.tensor([[k < len(g) for k in range(width)] for g in groups])
-        texts = encoder.texts([t for g in groups for t in g + [g[0]] * (width - len(g))], "box")
-        scores = torch.einsum("nd,nkd->nk", features, texts.reshape(len(groups), width, -1))
-        return {"accuracy": first_is_best(scores, mask), "n_items": len(items)}
+        return {"accuracy": candidate_accuracy(encoder, features, groups), "n_items": len(items)}
 
     return run, layout
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..metrics import topk_accuracy
-from . import MissingDataset, Task, first_existing, register
+from . import BadDataset, MissingDataset, Task, first_existing, register
 
 
 def templates() -> list[Callable[[str], str]]:
@@ -133,7 +133,7 @@ class Flowers102Test:
         names = first_existing([base / "classnames.txt"], "flowers", FLOWERS_LAYOUT)
         self.classes = [n.strip() for n in names.read_text(encoding="utf-8").splitlines() if n.strip()]
         if len(self.classes) != 102:
-            raise ValueError(f"{names}: expected 102 class names, found {len(self.classes)}")
+            raise BadDataset(f"{names}: expected 102 class names, found {len(self.classes)}")
         ids = loadmat(first_existing([base / "setid.mat"], "flowers", FLOWERS_LAYOUT), squeeze_me=True)["tstid"]
         labels = loadmat(first_existing([base / "imagelabels.mat"], "flowers", FLOWERS_LAYOUT), squeeze_me=True)
         labels = labels["labels"].reshape(-1) - 1

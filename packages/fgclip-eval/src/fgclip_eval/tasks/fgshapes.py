@@ -12,8 +12,9 @@ from fgclip_data import read_records, resolve_image_path
 from fgclip_data.finehard.samples import load_image
 from fgclip_data.report import Report
 
-from ..metrics import first_is_best, image_to_text_recall, text_to_image_recall, topk_accuracy
+from ..metrics import image_to_text_recall, text_to_image_recall, topk_accuracy
 from . import NotApplicable, Task, register, require
+from .boxes import candidate_accuracy
 
 LAYOUT = (
     "an FG-Shapes folder (manifest.json, jsonfiles/val/*.json, grit-12m/...): fgclip-data fgshapes generate --out DIR"
@@ -69,12 +70,7 @@ def _regions(encoder, data_root: Path):
 
 def hard_negatives(encoder, data_root: Path) -> dict[str, float]:
     regions, boxes = _regions(encoder, data_root)
-    groups = [[b.short_expr, *b.negatives] for b in boxes]
-    width = max(len(g) for g in groups)
-    mask = torch.tensor([[i < len(g) for i in range(width)] for g in groups])
-    texts = encoder.texts([t for g in groups for t in g + [g[0]] * (width - len(g))], "box")
-    scores = torch.einsum("hd,hkd->hk", regions, texts.reshape(len(groups), width, -1))
-    return {"accuracy": first_is_best(scores, mask)}
+    return {"accuracy": candidate_accuracy(encoder, regions, [[b.short_expr, *b.negatives] for b in boxes])}
 
 
 def box_classification(encoder, data_root: Path) -> dict[str, float]:

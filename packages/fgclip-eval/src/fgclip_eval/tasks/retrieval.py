@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..metrics import image_to_text_recall, text_to_image_recall
-from . import MissingDataset, Task, first_existing, register, require
+from . import BadDataset, MissingDataset, Task, first_existing, register, require
 
 
 @dataclass
@@ -155,7 +155,7 @@ def read_coco_cn(data_root: Path) -> Pairs:
         name = key.split("#")[0]
         split = "train2014" if "_train2014_" in name else "val2014"
         if not caption:
-            raise ValueError(f"{path}:{number}: expected '<image>#zhm#<k> <caption>', got {line!r}")
+            raise BadDataset(f"{path}:{number}: expected '<image>#zhm#<k> <caption>', got {line!r}")
         rows.append((data_root / "coco" / split / f"{name}.jpg", caption.strip()))
     return grouped(rows)
 
@@ -174,7 +174,7 @@ def read_flickr30k_cna(data_root: Path) -> Pairs:
             continue
         key, tab, caption = line.partition("\t")
         if not tab:
-            raise ValueError(f"{path}:{number}: expected '<image>#<k><TAB><caption>', got {line!r}")
+            raise BadDataset(f"{path}:{number}: expected '<image>#<k><TAB><caption>', got {line!r}")
         name = key.split("#")[0]
         rows.append((folder / (name if name.endswith(".jpg") else f"{name}.jpg"), caption.strip()))
     return grouped(rows)
@@ -193,7 +193,7 @@ def tab_file_reader(task: str, relative: str):
                 continue
             image, tab, caption = line.partition("\t")
             if not tab:
-                raise ValueError(f"{path}:{number}: expected 'image_path<TAB>caption', got {line!r}")
+                raise BadDataset(f"{path}:{number}: expected 'image_path<TAB>caption', got {line!r}")
             images.append(path.parent / image.strip())
             texts.append(caption.strip())
         return one_to_one(images, texts)
