@@ -107,6 +107,31 @@ def test_resume_mid_epoch_continues_without_repeats(shapes, tmp_path):
     assert sorted(done + remaining) == sorted(whole) and len(done) == 9
 
 
+def test_shuffle_buffer_mixes_shards_keeps_every_sample_once_and_resumes(shapes, tmp_path):
+    _write(shapes, tmp_path / "s", shard_size=7)
+    expected = Manifest.load(tmp_path / "s").samples
+
+    def stream(rank: int, buffer: int) -> ShardStream:
+        out = ShardStream(tmp_path / "s", rank=rank, world_size=2, shuffle_buffer=buffer)
+        out.set_epoch(2)
+        return out
+
+    plain = _keys(stream(0, 0), workers=2)
+    mixed = _keys(stream(0, 8), workers=2)
+    assert sorted(mixed) == sorted(plain) and mixed != plain
+    assert _keys(stream(0, 8), workers=2) == mixed  # seeded: the same order again
+    both = mixed + _keys(stream(1, 8), workers=2)
+    assert len(both) == expected and max(Counter(both).values()) == 1
+
+    done = _keys(stream(0, 8), workers=2, batches=3)
+    rest = ShardStream(tmp_path / "s", rank=0, world_size=2, shuffle_buffer=8)
+    rest.resume(epoch=2, batches_done=3, batch_size=3)
+    remaining = _keys(rest, workers=2)
+    assert done == mixed[:9] and sorted(done + remaining) == sorted(mixed)  # workers restart in turn: same set
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        ShardStream(tmp_path / "s", shuffle_buffer=-1)
+
+
 def test_training_samples_from_shards(shapes, tmp_path):
     from fgclip_data import ImageResize
 

@@ -11,13 +11,16 @@ Missing or corrupt images are skipped and counted, never written.
 Reading (:class:`ShardStream`) splits samples, not shards, over ranks × loader workers: consumer ``c`` of ``C``
 takes the samples at positions ``c, c + C, ...`` of the epoch's order (shards shuffled per epoch), so each
 sample is read exactly once per epoch whatever the shard count. Tar members of other consumers are skipped
-without reading their data. Decoding, resizing and sample building happen in the workers.
+without reading their data. An optional shuffle buffer mixes each consumer's samples across neighbouring shards
+(seeded by seed, epoch and consumer, so a resumed epoch replays the same order). Decoding, resizing and sample
+building happen in the workers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import random
@@ -209,6 +212,8 @@ class ShardStream(IterableDataset):
 
     ``make(record, image, at)`` turns a record and its decoded image into the training sample (e.g. fgclip-data's
     ``Sample`` builder); None yields ``(record, image)``. :meth:`resume` skips what a run already consumed.
+    ``shuffle_buffer`` > 1 draws each consumer's next sample at random from a buffer of that many (their encoded
+    bytes: about the mean image size × the buffer, per worker).
     """
 
     def __init__(
@@ -219,11 +224,14 @@ class ShardStream(IterableDataset):
         shuffle_shards: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
+        shuffle_buffer: int = 0,
     ) -> None:
+        if shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
         self.folder = Path(folder)
         self.manifest = Manifest.load(self.folder)
         self.make = make
-        self.seed, self.shuffle_shards = seed, shuffle_shards
+        self.seed, self.shuffle_shards, self.shuffle_buffer = seed, shuffle_shards, shuffle_buffer
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.skip_batches, self.batch_size = 0, 1
@@ -254,27 +262,48 @@ class ShardStream(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         return consumer, consumers, worker, workers
 
+    def consumer_samples(self, consumer: int, consumers: int) -> int:
+        """How many samples consumer ``consumer`` of ``consumers`` reads per epoch (the same every epoch)."""
+        return len(range(consumer, self.manifest.samples, consumers))
+
     def __iter__(self) -> Iterator:
         consumer, consumers, worker, workers = self._consumer()
         own_batches = self.skip_batches // workers + (worker < self.skip_batches % workers)
-        to_skip = own_batches * self.batch_size
+        entries = self._entries(consumer, consumers)
+        if self.shuffle_buffer > 1:
+            rng = random.Random(f"{self.seed}:{self.epoch}:{consumer}")
+            entries = _buffer_shuffled(entries, self.shuffle_buffer, rng)
+        for at, record_bytes, image_bytes in itertools.islice(entries, own_batches * self.batch_size, None):
+            record = FineHARDRecord.model_validate_json(record_bytes)
+            with Image.open(io.BytesIO(image_bytes)) as image:
+                image = image.convert("RGB")
+            yield self.make(record, image, at) if self.make else (record, image)
+
+    def _entries(self, consumer: int, consumers: int) -> Iterator[tuple[str, bytes, bytes]]:
+        """(where, record JSON, image bytes) of this consumer's samples in the epoch's shard order."""
         position = 0
         for info in self.shard_order():
             with tarfile.open(self.folder / info.name) as tar:
-                members = _samples(tar)
-                for key, image_member, json_member in members:
+                for key, image_member, json_member in _samples(tar):
                     mine = position % consumers == consumer
                     position += 1
-                    if not mine:
-                        continue
-                    if to_skip:
-                        to_skip -= 1
-                        continue
-                    record = FineHARDRecord.model_validate_json(tar.extractfile(json_member).read())
-                    with Image.open(io.BytesIO(tar.extractfile(image_member).read())) as image:
-                        image = image.convert("RGB")
-                    at = f"{info.name}:{key}"
-                    yield self.make(record, image, at) if self.make else (record, image)
+                    if mine:
+                        record = tar.extractfile(json_member).read()
+                        yield f"{info.name}:{key}", record, tar.extractfile(image_member).read()
+
+
+def _buffer_shuffled(items: Iterator, size: int, rng: random.Random) -> Iterator:
+    """``items`` in a random order: each output is drawn from a buffer of the next ``size`` inputs."""
+    buffer: list = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        i = rng.randrange(size)
+        buffer[i], item = item, buffer[i]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
 
 
 def _samples(tar: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo, tarfile.TarInfo]]:
