@@ -1,6 +1,8 @@
 """Performance harness: fgclip against transformers' CLIPModel / Siglip2Model with identical configs and weights,
 region features against the reference evaluation's one-encode-per-box protocol, the stage-2 training step with
-its activation memory (with and without activation checkpointing), and the shard loader's throughput.
+its activation memory (with and without activation checkpointing), the reference's call structure re-enacted
+on fgclip's own modules (per-sample pooling-head and text-head loops, one text-tower call per text kind), and
+the shard loader's throughput.
 
 One process, torch.utils.benchmark timers (warm-up, then repeated blocks; median and interquartile range):
 
@@ -230,21 +232,7 @@ def stage2_rows(args, device, dtype) -> tuple[list[Row], list[dict]]:
         model = FGCLIPModel(FGCLIPConfig(**clip_configs(args.tiny))).to(device, dtype).train()
         if checkpointing:
             model.activation_checkpointing_enable()
-        inputs = {
-            "image": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype),
-            "text_short": torch.randint(0, 49000, (batch, 77), device=device),
-            "text_long": torch.randint(0, 49000, (batch, 248), device=device),
-            "box_infos": torch.tensor([[0.1, 0.1, 0.5, 0.5]] * (batch * boxes), device=device),
-            "box_texts": torch.randint(0, 49000, (batch * boxes, 77), device=device),
-            "box_nums": torch.full((batch,), boxes, device=device),
-            "hard_infos": torch.tensor([[0.2, 0.2, 0.6, 0.6]] * (batch * boxes), device=device).reshape(
-                batch, boxes, 4
-            ),
-            "hard_texts": torch.randint(0, 49000, (batch * hard * (1 + negatives), 77), device=device),
-            "hard_nums": torch.full((batch,), hard, device=device),
-        }
-        for key in ("text_short", "text_long", "box_texts", "hard_texts"):
-            inputs[key][:, -1] = 49407
+        inputs = stage2_inputs(batch, boxes, hard, negatives, device, dtype)
 
         def step(model=model, inputs=inputs):
             out = model.stage2_loss(**inputs, add_box_loss=True, use_hard_neg=True)
@@ -267,6 +255,90 @@ def stage2_rows(args, device, dtype) -> tuple[list[Row], list[dict]]:
             }
         )
     return rows, memory
+
+
+def stage2_inputs(batch: int, boxes: int, hard: int, negatives: int, device, dtype) -> dict:
+    inputs = {
+        "image": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype),
+        "text_short": torch.randint(0, 49000, (batch, 77), device=device),
+        "text_long": torch.randint(0, 49000, (batch, 248), device=device),
+        "box_infos": torch.tensor([[0.1, 0.1, 0.5, 0.5]] * (batch * boxes), device=device),
+        "box_texts": torch.randint(0, 49000, (batch * boxes, 77), device=device),
+        "box_nums": torch.full((batch,), boxes, device=device),
+        "hard_infos": torch.tensor([[0.2, 0.2, 0.6, 0.6]] * (batch * boxes), device=device).reshape(batch, boxes, 4),
+        "hard_texts": torch.randint(0, 49000, (batch * hard * (1 + negatives), 77), device=device),
+        "hard_nums": torch.full((batch,), hard, device=device),
+    }
+    for key in ("text_short", "text_long", "box_texts", "hard_texts"):
+        inputs[key][:, -1] = 49407
+    return inputs
+
+
+def structure_rows(args, device, dtype) -> list[Row]:
+    """fgclip against the reference's call structure, re-enacted on fgclip's own modules and weights (not the
+    reference code): what the batched heads and the single short-text tower call are worth on their own."""
+    from fgclip_model.fgclip import FGCLIPConfig, FGCLIPModel
+
+    rows: list[Row] = []
+    batch = args.step_batch
+    torch.manual_seed(0)
+    model = FGCLIPModel(FGCLIPConfig(**clip_configs(args.tiny))).to(device, dtype).train()
+    inputs = stage2_inputs(batch, 4, 2, 10, device, dtype)
+
+    def step():
+        model.stage2_loss(**inputs, add_box_loss=True, use_hard_neg=True).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    ours = measure_grad(step, args.step_repeats)
+    one_call = model._short_tower
+    model._short_tower = lambda pieces: torch.cat([one_call([p]) for p in pieces])  # short, box, hard: 3 calls
+    theirs = measure_grad(step, args.step_repeats)
+    del model._short_tower
+    texts = batch * (1 + 4 + 2 * 11)
+    rows.append(
+        Row(
+            "FG-CLIP v1 stage-2 step (fwd+bwd)",
+            f"B={batch}, {texts} short-walk texts",
+            *ours,
+            "one text-tower call per text kind (ref. structure)",
+            theirs[0],
+        )
+    )
+
+    ours2, _ = v2_pair(args.tiny, device, dtype)
+    for b in args.batches:
+        pixels, mask, shapes = naflex_inputs(b, 256, 16, device, dtype)
+        o = measure(lambda: ours2.get_image_features(pixels, mask, shapes), args.min_run_time)  # noqa: B023 (called at once, inside the iteration)
+        head = ours2.vision_model.head
+        head.forward = lambda tokens, mask=None, head=head: per_sample_pooling(head, tokens, mask)
+        p = measure(lambda: ours2.get_image_features(pixels, mask, shapes), args.min_run_time)  # noqa: B023 (called at once, inside the iteration)
+        del head.forward
+        rows.append(
+            Row("FG-CLIP 2 image features", f"B={b} 256 patches", *o, "per-sample pooling head (ref. structure)", p[0])
+        )
+        ids = torch.randint(2, 31000, (b, 64), device=device)
+        o = measure(lambda ids=ids: ours2.get_text_features(ids, walk_type="short"), args.min_run_time)
+        linear = ours2.text_model.head
+        linear.forward = lambda x, linear=linear: torch.cat(
+            [torch.nn.functional.linear(r[None], linear.weight, linear.bias) for r in x]
+        )
+        p = measure(lambda ids=ids: ours2.get_text_features(ids, walk_type="short"), args.min_run_time)
+        del linear.forward
+        rows.append(Row("FG-CLIP 2 text features", f"B={b} L=64", *o, "per-row short-text head (ref. structure)", p[0]))
+    return rows
+
+
+def per_sample_pooling(head, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The reference's pooling head: one ``nn.MultiheadAttention`` call per image, with an additive key mask."""
+    outs = []
+    for i in range(tokens.shape[0]):
+        additive = torch.zeros(1, tokens.shape[1], device=tokens.device, dtype=tokens.dtype)
+        if mask is not None:
+            additive[0, mask[i] == 0] = torch.finfo(tokens.dtype).min
+        attn_mask = additive[None].expand(head.num_heads, 1, -1)
+        a = head.attention(head.probe, tokens[i : i + 1], tokens[i : i + 1], attn_mask=attn_mask)[0]
+        outs.append(head.refine(a)[:, 0])
+    return torch.cat(outs)
 
 
 def activation_bytes(forward) -> int:
@@ -360,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-batch", type=int, default=4, help="stage-2 step batch")
     parser.add_argument("--step-repeats", type=int, default=3)
     parser.add_argument("--loader-samples", type=int, default=600)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: inference,stage2,loader")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: inference,stage2,structure,loader")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table (and .json) here")
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
@@ -380,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     if "stage2" not in skip:
         step_rows, memory = stage2_rows(args, args.device, dtype)
         rows += step_rows
+    if "structure" not in skip:
+        rows += structure_rows(args, args.device, dtype)
     if "loader" not in skip:
         loader = loader_rows(args)
     table = markdown(rows)

@@ -3,6 +3,7 @@ all-gather of features keeps the gradient — and DeepSpeed ZeRO-2 / ZeRO-3 runs
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -93,3 +94,52 @@ def test_deepspeed_zero_on_two_cpu_processes(stage, tiny_overrides, fgshapes_cac
     assert runs[1].keys() == runs[2].keys()
     for key in runs[1]:
         torch.testing.assert_close(runs[2][key], runs[1][key], atol=2e-5, rtol=1e-4, msg=key)
+
+
+def test_two_ranks_survive_corrupt_images_and_stream_shards(tiny_overrides, tmp_path):
+    """Corrupt images leave the ranks with batches of different sizes (the gathers pad and trim them), and a
+    shard stream whose samples do not split evenly over 2 ranks × 2 workers still gives both ranks the same
+    steps, across an epoch boundary."""
+    from fgclip_data.shards import write_shards
+
+    data = tmp_path / "shapes"
+    generate(data, GenerateOptions(n=60, seed=9, workers=1))
+    images = sorted((data / "grit-12m").rglob("*.jpg"))
+    for broken in images[::5][:9]:
+        broken.write_bytes(b"not a jpeg")
+    shards = tmp_path / "shards"
+    manifest = write_shards(data / "jsonfiles" / "train", data / "grit-12m", shards, shard_size=7)
+    # 45 samples over 4 consumers: 12, 11, 11, 11, i.e. 3 + 2 batches of 4 on rank 0 and 2 + 2 on rank 1
+    assert manifest.samples == 45
+    common = [o for o in tiny_overrides if "batch_size" not in o and "output_dir" not in o] + [
+        "--schedule.batch_size=4",
+        "--runtime.eval_before=false",
+        "--runtime.eval_after=false",
+        "--runtime.save_total_limit=1",
+    ]
+    sources = {
+        "records": [f"--data.train={data / 'jsonfiles' / 'train'}", f"--data.images={data / 'grit-12m'}"],
+        "shards": [f"--data.shards={shards}", "--data.workers=2"],
+    }
+    for name, args in sources.items():
+        out = tmp_path / name
+        steps = 8 if name == "records" else 10  # an epoch of the shards is 4 steps on both ranks
+        run = _torchrun(
+            2,
+            "-m",
+            "fgclip_train.cli",
+            *common,
+            *args,
+            f"--schedule.max_steps={steps}",
+            f"--runtime.output_dir={out}",
+            env={"OMP_NUM_THREADS": "1"},
+            timeout=400,
+        )
+        assert run.returncode == 0, (name, run.stderr[-3000:])
+        results = json.loads((out / "results.json").read_text())
+        assert results["steps"] == steps
+        if name == "records":
+            assert results["skipped"].get("missing or corrupt image", 0) > 0
+        else:
+            epochs = [json.loads(line).get("epoch") for line in (out / "metrics.jsonl").read_text().splitlines()]
+            assert max(e for e in epochs if e is not None) >= 2

@@ -150,7 +150,8 @@ class FineHARDStream(IterableDataset):
 class FineHARDShards(IterableDataset):
     """Training samples streamed from WebDataset shards (``fgclip-data shards write``): split over ranks × workers
     with every sample read once per epoch, decoded, resized and built in the workers; :meth:`resume` continues
-    an epoch mid-way. Same samples as :class:`FineHARDDataset` over the source records."""
+    an epoch mid-way. Same samples as :class:`FineHARDDataset` over the source records. ``shuffle_buffer``: see
+    :class:`~fgclip_data.shards.ShardStream`."""
 
     def __init__(
         self,
@@ -160,11 +161,14 @@ class FineHARDShards(IterableDataset):
         seed: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
+        shuffle_buffer: int = 0,
     ) -> None:
         from fgclip_data.shards import ShardStream
 
         self.maker = _SampleMaker(folder, options, resize, seed)
-        self.stream = ShardStream(folder, make=self._build, seed=seed, rank=rank, world_size=world_size)
+        self.stream = ShardStream(
+            folder, make=self._build, seed=seed, rank=rank, world_size=world_size, shuffle_buffer=shuffle_buffer
+        )
 
     def _build(self, record, image, at: str):
         return self.maker.build(record, image, at, key=at)  # a bound method: picklable for spawned workers

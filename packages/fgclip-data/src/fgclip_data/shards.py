@@ -207,6 +207,15 @@ def verify_shards(folder: str | Path) -> list[str]:
     return problems
 
 
+def iter_shard_records(folder: str | Path) -> Iterator[FineHARDRecord]:
+    """The records of a shard folder in shard order, without reading any image data."""
+    folder = Path(folder)
+    for info in Manifest.load(folder).shards:
+        with tarfile.open(folder / info.name) as tar:
+            for _, _, json_member in _samples(tar):
+                yield FineHARDRecord.model_validate_json(tar.extractfile(json_member).read())
+
+
 class ShardStream(IterableDataset):
     """Samples of a shard folder, split over ranks × loader workers (see the module docstring).
 
@@ -230,6 +239,11 @@ class ShardStream(IterableDataset):
             raise ValueError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
         self.folder = Path(folder)
         self.manifest = Manifest.load(self.folder)
+        if not self.manifest.complete:
+            raise ValueError(
+                f"{self.folder}: the shard set is incomplete (its write was interrupted after "
+                f"{len(self.manifest.shards)} shards); run `fgclip-data shards write` again to finish it"
+            )
         self.make = make
         self.seed, self.shuffle_shards, self.shuffle_buffer = seed, shuffle_shards, shuffle_buffer
         self.rank, self.world_size = rank, world_size
@@ -240,8 +254,12 @@ class ShardStream(IterableDataset):
         self.epoch = epoch
 
     def resume(self, epoch: int, batches_done: int, batch_size: int) -> None:
-        """Continue epoch ``epoch`` after ``batches_done`` batches of ``batch_size`` of this rank's loader (workers
-        deliver batches in turn, as torch's DataLoader does, so each worker knows how many of its own were used)."""
+        """Continue epoch ``epoch`` after ``batches_done`` batches of ``batch_size`` of this rank's loader.
+
+        torch's DataLoader takes batches from its workers in turn, starting with worker 0; a resumed loader
+        starts there again, so the workers' roles are rotated to make its first batch the one the interrupted
+        loader would have delivered next: the batches then come in the uninterrupted order (each worker's last
+        partial batch dropped, as ``drop_last`` does)."""
         self.epoch, self.skip_batches, self.batch_size = epoch, batches_done, batch_size
 
     def __len__(self) -> int:
@@ -254,13 +272,15 @@ class ShardStream(IterableDataset):
         return shards
 
     def _consumer(self) -> tuple[int, int, int, int]:
-        """(consumer index, consumer count, worker index, worker count)."""
+        """(consumer index, consumer count, worker role, worker count); the role is the loader worker's index
+        rotated by the batches a resumed epoch skips (see :meth:`resume`)."""
         from fgclip_data.datasets import shard_of
 
-        consumer, consumers = shard_of(self.rank, self.world_size)
+        consumer, consumers = shard_of(self.rank, self.world_size)  # rank × workers + worker
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        return consumer, consumers, worker, workers
+        role = (worker + self.skip_batches) % workers
+        return consumer - worker + role, consumers, role, workers
 
     def consumer_samples(self, consumer: int, consumers: int) -> int:
         """How many samples consumer ``consumer`` of ``consumers`` reads per epoch (the same every epoch)."""

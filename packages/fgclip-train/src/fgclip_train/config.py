@@ -39,11 +39,20 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     """Training and validation records (FineHARD layout) and how samples are built."""
 
-    train: str | None = Field(None, description="record file / folder; null: FG-Shapes generated into the cache")
+    train: str | None = Field(
+        None, description="record file / folder; null (and no data.shards): FG-Shapes generated into the cache"
+    )
     val: str | None = None
     images: str | None = Field(None, description="image root f_path resolves against")
     train_cn: str | None = Field(
         None, description="Chinese records (FG-CLIP 2): every global batch is all-English or all-Chinese"
+    )
+    shards: str | None = Field(
+        None, description="a shard folder (`fgclip-data shards write`) streamed instead of data.train (large sets)"
+    )
+    shards_cn: str | None = Field(None, description="Chinese shards next to data.shards: monolingual global batches")
+    shuffle_buffer: int = Field(
+        1000, ge=0, description="shards: samples each loader worker draws its next one from (encoded bytes in memory)"
     )
     fgshapes_n: int = 5000
     fgshapes_lang: Literal["en", "both"] = Field("en", description="both: also train on FG-Shapes' Chinese captions")
@@ -125,8 +134,15 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.data.train and not self.data.images:
+        data = self.data
+        if data.shards and (data.train or data.train_cn):
+            raise ValueError("data.shards and data.train are two training sources: give one (Chinese: data.shards_cn)")
+        if data.shards_cn and not data.shards:
+            raise ValueError("data.shards_cn needs data.shards (the English shards)")
+        if data.train and not data.images:
             raise ValueError("data.train needs data.images (the image root)")
+        if data.val and not data.images:
+            raise ValueError("data.val needs data.images (the image root of the validation records)")
         return self
 
     @property

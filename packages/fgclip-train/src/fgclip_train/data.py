@@ -1,37 +1,45 @@
-"""Training data: records (FineHARD layout, FG-Shapes by default), tokenizer, collator, resumable sampler."""
+"""Training data: the sources (FineHARD-layout records or shard folders, FG-Shapes by default), tokenizer,
+collator and the epoch batches."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader, Sampler
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from fgclip_data import FGCLIP2Collator, FGCLIPCollator, FineHARDDataset, ImageResize, SampleOptions, read_records
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
+from fgclip_data.schema import FineHARDRecord
+from fgclip_data.shards import iter_shard_records
 from fgclip_data.tokenizer import build_word_tokenizer
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
 
+from .batches import RecordBatches, ResumableBatchSampler, ShardBatches
 from .config import CACHE, TrainConfig
 
 
 @dataclass
 class DataSources:
-    train: Path
+    train: Path | None
     val: Path | None
-    images: Path
+    images: Path | None
     fgshapes: Path | None = None
     train_cn: Path | None = None
+    shards: list[Path] = field(default_factory=list)  # shard folders: the only / English group, then Chinese
 
 
 def resolve_sources(config: TrainConfig) -> DataSources:
-    """The configured record folders, or FG-Shapes generated into the cache (once)."""
+    """The configured shard folders or record folders, or FG-Shapes generated into the cache (once)."""
     data = config.data
+    if data.shards:
+        shards = [Path(data.shards)] + ([Path(data.shards_cn)] if data.shards_cn else [])
+        images = Path(data.images) if data.images else None
+        return DataSources(None, Path(data.val) if data.val else None, images, shards=shards)
     if data.train:
         return DataSources(
             Path(data.train),
@@ -48,9 +56,8 @@ def resolve_sources(config: TrainConfig) -> DataSources:
     return DataSources(jsonfiles / "train", jsonfiles / "val", folder / "grit-12m", folder, cn)
 
 
-def corpus(records) -> Iterator[str]:
-    for ref in records:
-        rec = ref.record
+def corpus(records: Iterable[FineHARDRecord]) -> Iterator[str]:
+    for rec in records:
         yield rec.caption
         yield "a photo of " + rec.short_caption
         for box in rec.bbox_info:
@@ -59,14 +66,22 @@ def corpus(records) -> Iterator[str]:
             yield from box.negatives
 
 
-def load_tokenizer(config: TrainConfig, records) -> object:
-    """``data.tokenizer``, else the init checkpoint's, else a word-level tokenizer built for these records."""
+def load_tokenizer(config: TrainConfig, records: Iterable[FineHARDRecord]) -> object:
+    """``data.tokenizer``, else the init checkpoint's, else a word-level tokenizer built for these records
+    (read only in that last case)."""
     for folder in (config.data.tokenizer, config.model.init):
         if folder and any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
             return AutoTokenizer.from_pretrained(folder)
     from .families import get_family
 
     return build_word_tokenizer(corpus(records), get_family(config.model.family).tokenizer_layout)
+
+
+def training_records(sources: DataSources, records: list | None) -> Iterator[FineHARDRecord]:
+    """The training records of :func:`read_sources` as plain records; shards are read lazily (JSON only)."""
+    if sources.shards:
+        return itertools.chain.from_iterable(map(iter_shard_records, sources.shards))
+    return (ref.record for ref in records)
 
 
 def sample_options(config: TrainConfig) -> SampleOptions:
@@ -112,97 +127,77 @@ def build_fgclip_collator(config: TrainConfig, tokenizer, model_config, image_si
     )
 
 
-class ResumableBatchSampler(Sampler[list[int]]):
-    """Seeded per-epoch shuffling dealt in global batches of ``batch × world``; this rank takes its slice.
-
-    ``groups`` (e.g. the English and the Chinese records) are shuffled and cut into global batches separately,
-    so every global batch holds one group only (FG-CLIP 2's bilingual sampler, with shuffling inside each
-    language, which the reference lacked); the batches of all groups are then shuffled together. Each group's
-    last incomplete global batch is dropped (every rank needs the same batch size for the gathers).
-    ``start_batch`` skips the batches a resumed run has already seen, without loading them.
-    """
-
-    def __init__(self, size: int, batch: int, world: int, rank: int, seed: int, groups: list[range] | None = None):
-        self.batch, self.world, self.rank, self.seed = batch, world, rank, seed
-        self.groups = groups or [range(size)]
-        self.epoch = 0
-        self.start_batch = 0
-        if len(self) == 0:
-            raise ValueError(f"{size} samples do not fill one global batch of {batch} x {world}")
-
-    def __len__(self) -> int:
-        return sum(len(g) // (self.batch * self.world) for g in self.groups)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def global_batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        span = self.batch * self.world
-        batches = []
-        for group in self.groups:
-            order = [group[i] for i in torch.randperm(len(group), generator=g).tolist()]
-            batches += [order[b * span : (b + 1) * span] for b in range(len(order) // span)]
-        if len(self.groups) > 1:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches()[self.start_batch :]:
-            yield batch[self.rank * self.batch : (self.rank + 1) * self.batch]
-
-
 @dataclass
 class TrainData:
     sources: DataSources
     tokenizer: object
-    train: FineHARDDataset
     val_records: list
-    sampler: ResumableBatchSampler
-    loader: DataLoader
+    batches: RecordBatches | ShardBatches
+    collate: object
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.sampler)
+        return len(self.batches)
+
+    @property
+    def resize(self) -> ImageResize:
+        return self.batches.resize
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[dict]:
+        """This rank's batches of ``epoch`` from batch ``start`` on."""
+        return self.batches.epoch(epoch, start)
 
 
-def read_sources(config: TrainConfig):
+def read_sources(config: TrainConfig) -> tuple[DataSources, list | None, list]:
+    """The sources, the training records (None for shards: they are streamed) and the validation records."""
     sources = resolve_sources(config)
+    val = read_records(sources.val) if sources.val else []
+    if config.data.val_limit is not None:
+        val = val[: config.data.val_limit]
+    if sources.shards:
+        return sources, None, val
     records = read_records(sources.train)
     if sources.train_cn is not None:
         chinese = [r for r in read_records(sources.train_cn) if r.record.chinese]
         if not chinese:
             raise ValueError(f"{sources.train_cn}: no Chinese records (is_cn) found")
         records = [r for r in records if not r.record.chinese] + chinese
-    val = read_records(sources.val) if sources.val else []
-    if config.data.val_limit is not None:
-        val = val[: config.data.val_limit]
     return sources, records, val
 
 
 def build_data(config: TrainConfig, sources, records, val, tokenizer, model_config, rank: int, world: int) -> TrainData:
+    """The epoch batches of this rank: streamed from ``sources.shards``, or dealt from ``records`` (the
+    :class:`RecordRef` list of :func:`read_sources`)."""
     from .families import get_family
 
     family = get_family(config.model.family)
     image_size = None
     if family.square_images:
         image_size = config.data.image_size or model_config.vision_config.image_size
+    collate = family.build_collator(config, tokenizer, model_config, image_size)
+    batch, workers = config.schedule.batch_size, config.data.workers
+    if sources.shards:
+        resize = ImageResize(square=image_size) if image_size else ImageResize()
+        batches = ShardBatches(
+            sources.shards,
+            sample_options(config),
+            resize,
+            collate,
+            batch,
+            rank,
+            world,
+            workers,
+            config.schedule.seed,
+            config.data.shuffle_buffer,
+        )
+        return TrainData(sources, tokenizer, val, batches, collate)
     groups = None
     if sources.train_cn is not None:  # read_sources put the Chinese records after the English ones
         english = sum(1 for r in records if not r.record.chinese)
         groups = [range(english), range(english, len(records))]
     dataset = build_dataset(config, records, sources.images, image_size)
-    sampler = ResumableBatchSampler(len(dataset), config.schedule.batch_size, world, rank, config.schedule.seed, groups)
-    collate = family.build_collator(config, tokenizer, model_config, image_size)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collate,
-        num_workers=config.data.workers,
-        persistent_workers=False,
-        pin_memory=torch.cuda.is_available(),
-    )
-    return TrainData(sources, tokenizer, dataset, val, sampler, loader)
+    sampler = ResumableBatchSampler(len(dataset), batch, world, rank, config.schedule.seed, groups)
+    return TrainData(sources, tokenizer, val, RecordBatches(dataset, sampler, collate, workers), collate)
 
 
 def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from .checkpoint import Checkpointer
 from .config import TrainConfig, dump_config
-from .data import build_data, load_tokenizer, read_sources, total_steps
+from .data import build_data, load_tokenizer, read_sources, total_steps, training_records
 from .engine import build_engine, setup_distributed
 from .families import get_family
 from .metrics import MetricsLogger
@@ -47,6 +47,15 @@ def check_finite(out) -> list[str]:
     return [name for (name, _), ok in zip(terms, finite.tolist(), strict=True) if not ok]
 
 
+def any_rank(flag: bool, env) -> bool:
+    """True on every rank when ``flag`` is true on any (one small all-reduce; no collective with one rank)."""
+    if env.world == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def train(config: TrainConfig) -> dict:
     """Run stage 2 as configured; returns the validation metrics before / after and the run's figures."""
     if config.runtime.threads:
@@ -62,7 +71,7 @@ def train(config: TrainConfig) -> dict:
         (out_dir / "config.yaml").write_text(dump_config(config))
 
     family = get_family(config.model.family)
-    tokenizer = load_tokenizer(config, records)
+    tokenizer = load_tokenizer(config, training_records(sources, records))
     model = family.build_model(config, tokenizer)
     data = build_data(config, sources, records, val_records, tokenizer, model.config, env.rank, env.world)
     total = total_steps(config, data.steps_per_epoch)
@@ -76,9 +85,7 @@ def train(config: TrainConfig) -> dict:
     validator = None
     wants_eval = config.runtime.eval_before or config.runtime.eval_after
     if env.main and val_records and wants_eval and family.build_validator:
-        validator = family.build_validator(
-            config, val_records, sources, tokenizer, data.loader.collate_fn, data.train.maker.resize
-        )
+        validator = family.build_validator(config, val_records, sources, tokenizer, data.collate, data.resize)
     results: dict = {"before": None, "after": None}
     log = MetricsLogger(
         out_dir, total, step, env.main, config.runtime.tensorboard, config.runtime.wandb, config.model_dump(mode="json")
@@ -87,18 +94,16 @@ def train(config: TrainConfig) -> dict:
         results["before"] = validator(engine.module, env.device)
         log.write({"step": 0, "eval": "before", **results["before"]})
 
-    extras = [tokenizer, data.loader.collate_fn.image_processor]
+    extras = [tokenizer, data.collate.image_processor]
     kwargs = family.loss_kwargs(config)
     started = time.perf_counter()
     samples_seen = consecutive = 0
     while step < total:
         epoch, position = divmod(step * config.schedule.grad_accum, data.steps_per_epoch)
-        data.sampler.set_epoch(epoch, position)
-        data.train.set_epoch(epoch)
-        for batch in data.loader:
+        for batch in data.epoch(epoch, position):
             for reason, n in batch.pop("skipped", {}).items():
                 skipped[reason] = skipped.get(reason, 0) + n
-            if batch.pop("empty", False):
+            if any_rank(batch.pop("empty", False), env):  # every rank skips it, or the gathers would hang
                 continue
             out = engine(**to_device(batch, env.device), **kwargs)
             bad = check_finite(out)
