@@ -150,3 +150,15 @@ def test_bf16_and_gradient_checkpointing_on_cpu(tiny_overrides, tmp_path):
     assert next(model.parameters()).dtype == torch.float32
     weight = model.text_model.encoder.layers[0].mlp.fc1.weight
     assert not torch.equal(weight, weight.bfloat16().float())  # the fp32 master weights, not the bf16 copies
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")
+def test_gradient_checkpointing_switch_turns_it_on_without_deprecated_calls():
+    from fgclip_data.tokenizer import build_word_tokenizer
+    from fgclip_train.model import build_model
+
+    tokenizer = build_word_tokenizer(["a red square", "a blue circle"], "fgclip2")
+    for on in (False, True):
+        model = build_model(load_config(overrides=[f"--model.gradient_checkpointing={str(on).lower()}"]), tokenizer)
+        layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
+        assert layers and all(m.gradient_checkpointing is on for m in layers)

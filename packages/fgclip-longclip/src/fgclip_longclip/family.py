@@ -13,7 +13,7 @@ from fgclip_data.tokenizer import CLIP_VOCAB
 from fgclip_model.longclip import clip_to_longclip
 from fgclip_train.config import PRESETS, TrainConfig
 from fgclip_train.families import Family, register_family
-from fgclip_train.model import promote_scalar_parameters
+from fgclip_train.model import enable_activation_checkpointing, promote_scalar_parameters
 from fgclip_train.validation import recall_at_1, validation_samples
 
 from .model import LongCLIPForPCM, freeze_position_rows, load_from_clip, no_decay_parameter_names
@@ -42,7 +42,7 @@ def build_model(config: TrainConfig, tokenizer) -> LongCLIPForPCM:
         with torch.no_grad():
             clip.logit_scale.fill_(config.model.extra_logit_scale)
     if config.model.gradient_checkpointing:
-        clip.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(clip)
     promote_scalar_parameters(clip)
     return LongCLIPForPCM(clip.float().train())
 

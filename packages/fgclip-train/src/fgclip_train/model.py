@@ -44,9 +44,18 @@ def build_model(config: TrainConfig, tokenizer) -> torch.nn.Module:
             model.logit_scale_finegraind.fill_(config.model.extra_logit_scale)
             model.logit_scale_hardneg.fill_(config.model.extra_logit_scale)
     if config.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     promote_scalar_parameters(model)
     return model.float().train()
+
+
+def enable_activation_checkpointing(model) -> None:
+    """Non-reentrant activation checkpointing (the towers run several times per step). transformers 5 renamed
+    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable`` and deprecated the old name."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def promote_scalar_parameters(model: torch.nn.Module) -> list[str]:
