@@ -104,3 +104,5 @@ def test_a_failing_reference_run_is_reported(tmp_path):
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "the reference run failed" in done.stderr and "No module named" in done.stderr
+    typo = subprocess.run([*cmd, "--reference-families=fgclip,fgclip3"], capture_output=True, text=True, timeout=600)
+    assert typo.returncode == 2 and "unknown ['fgclip3']" in typo.stderr

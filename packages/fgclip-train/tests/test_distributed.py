@@ -143,3 +143,9 @@ def test_two_ranks_survive_corrupt_images_and_stream_shards(tiny_overrides, tmp_
         else:
             epochs = [json.loads(line).get("epoch") for line in (out / "metrics.jsonl").read_text().splitlines()]
             assert max(e for e in epochs if e is not None) >= 2
+
+
+def test_an_empty_batch_on_one_rank_is_skipped_by_all(tmp_path):
+    run = _torchrun(2, str(HERE / "dist_any_rank.py"), str(tmp_path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["True False", "True False"]

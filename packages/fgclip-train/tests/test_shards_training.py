@@ -87,7 +87,7 @@ def test_trains_from_shards_and_resumes_mid_epoch_in_order(shard_set, tiny_overr
         assert abs(resumed[step] - full[step]) <= 1e-5 * max(1.0, abs(full[step])), (step, full, resumed)
 
 
-def test_every_rank_takes_the_same_steps_and_languages_stay_apart(shard_set, tiny_overrides):
+def test_every_rank_takes_the_same_steps_and_languages_stay_apart(shard_set):
     from fgclip_data import ImageResize, SampleOptions
     from fgclip_train.batches import ShardBatches
 
@@ -105,6 +105,8 @@ def test_every_rank_takes_the_same_steps_and_languages_stay_apart(shard_set, tin
             shuffle_buffer=4,
         )
 
+    with pytest.raises(ValueError, match=r"do not fill one batch of 50 on each of 3 rank\(s\) x 2"):
+        batches(0, workers=2, batch=50)
     for workers in (0, 2):
         ranks = [batches(rank, workers) for rank in range(3)]
         assert len({len(b) for b in ranks}) == 1  # equal epoch lengths, though the ranks' shares differ

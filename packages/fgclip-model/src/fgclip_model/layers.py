@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -142,6 +143,27 @@ class WalkTextEmbeddings(nn.Module):
         self.position_embedding = nn.Embedding(short_positions, hidden_size)
         self.position_embedding_res = nn.Embedding(long_positions, hidden_size)
         self.position_embedding_ori = nn.Embedding(long_positions, hidden_size)
+
+    def init_tables(self, std: float) -> None:
+        """Normal(0, ``std``) initialisation of the token table and the three position tables."""
+        for table in (
+            self.token_embedding,
+            self.position_embedding,
+            self.position_embedding_res,
+            self.position_embedding_ori,
+        ):
+            init.normal_(table.weight, std=std)
+
+    @torch.no_grad()
+    def stretch_long_tables(self) -> None:
+        """Fill both long tables from the short table by Long-CLIP's knowledge-preserving stretch."""
+        from fgclip_model.longclip.stretch import stretch_positions
+
+        table = stretch_positions(
+            self.position_embedding.weight, self.position_embedding_res.num_embeddings, self.keep_positions
+        )
+        self.position_embedding_res.weight.copy_(table)
+        self.position_embedding_ori.weight.copy_(table)
 
     def max_length(self, walk_type: str) -> int:
         table = self.position_embedding_res if walk_type == "long" else self.position_embedding

@@ -17,6 +17,11 @@ from torch.utils.data import DataLoader, Sampler
 from fgclip_data import FineHARDDataset, FineHARDShards, ImageResize, SampleOptions
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of an epoch's shuffles: the same on every rank and for a resumed run."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
 class ResumableBatchSampler(Sampler[list[int]]):
     """Seeded per-epoch shuffling dealt in global batches of ``batch × world``; this rank takes its slice.
 
@@ -42,7 +47,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.epoch, self.start_batch = epoch, start_batch
 
     def global_batches(self) -> list[list[int]]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         span = self.batch * self.world
         batches = []
         for group in self.groups:
@@ -148,7 +153,7 @@ class ShardBatches:
         groups = [g for g, n in enumerate(self.steps) for _ in range(n)]
         if len(self.steps) == 1:
             return groups
-        order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        order = torch.randperm(len(groups), generator=epoch_generator(self.seed, epoch))
         return [groups[i] for i in order.tolist()]
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[dict]:

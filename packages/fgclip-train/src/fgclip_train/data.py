@@ -93,9 +93,13 @@ def sample_options(config: TrainConfig) -> SampleOptions:
     )
 
 
+def image_resize(image_size: int | None) -> ImageResize:
+    """Squash to ``image_size`` (FG-CLIP v1's square inputs), or keep the aspect ratio (NaFlex)."""
+    return ImageResize(square=image_size) if image_size else ImageResize()
+
+
 def build_dataset(config: TrainConfig, records, images: Path, image_size: int | None) -> FineHARDDataset:
-    resize = ImageResize(square=image_size) if image_size else ImageResize()
-    return FineHARDDataset(records, images, sample_options(config), resize, seed=config.schedule.seed)
+    return FineHARDDataset(records, images, sample_options(config), image_resize(image_size), seed=config.schedule.seed)
 
 
 def build_fgclip_collator(config: TrainConfig, tokenizer, model_config, image_size: int | None):
@@ -177,11 +181,10 @@ def build_data(config: TrainConfig, sources, records, val, tokenizer, model_conf
     collate = family.build_collator(config, tokenizer, model_config, image_size)
     batch, workers = config.schedule.batch_size, config.data.workers
     if sources.shards:
-        resize = ImageResize(square=image_size) if image_size else ImageResize()
         batches = ShardBatches(
             sources.shards,
             sample_options(config),
-            resize,
+            image_resize(image_size),
             collate,
             batch,
             rank,

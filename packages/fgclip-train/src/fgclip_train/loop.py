@@ -14,7 +14,7 @@ import torch.distributed as dist
 from .checkpoint import Checkpointer
 from .config import TrainConfig, dump_config
 from .data import build_data, load_tokenizer, read_sources, total_steps, training_records
-from .engine import build_engine, setup_distributed
+from .engine import DistEnv, build_engine, setup_distributed
 from .families import get_family
 from .metrics import MetricsLogger
 from .model import parameter_groups
@@ -47,7 +47,7 @@ def check_finite(out) -> list[str]:
     return [name for (name, _), ok in zip(terms, finite.tolist(), strict=True) if not ok]
 
 
-def any_rank(flag: bool, env) -> bool:
+def any_rank(flag: bool, env: DistEnv) -> bool:
     """True on every rank when ``flag`` is true on any (one small all-reduce; no collective with one rank)."""
     if env.world == 1:
         return flag

@@ -237,13 +237,7 @@ class FGCLIPPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
         """CLIP's initialisation (used for weights a checkpoint does not provide, e.g. training from scratch)."""
         factor = self.config.initializer_factor
         if isinstance(module, WalkTextEmbeddings):
-            for table in (
-                module.token_embedding,
-                module.position_embedding,
-                module.position_embedding_res,
-                module.position_embedding_ori,
-            ):
-                init.normal_(table.weight, std=0.02 * factor)
+            module.init_tables(std=0.02 * factor)
         elif isinstance(module, FGCLIPVisionEmbeddings):
             dim = module.class_embedding.shape[0]
             init.normal_(module.class_embedding, std=dim**-0.5 * factor)
@@ -543,15 +537,8 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
     def stretch_long_positions(self) -> None:
         """Initialise both long tables from the short table by Long-CLIP's knowledge-preserving stretch and copy
         ``text_projection`` into ``text_filip_projection`` (the reference's ``from_openai`` step)."""
-        from fgclip_model.longclip.stretch import stretch_positions
-
-        emb = self.text_model.embeddings
+        self.text_model.embeddings.stretch_long_tables()
         with torch.no_grad():
-            table = stretch_positions(
-                emb.position_embedding.weight, emb.position_embedding_res.num_embeddings, emb.keep_positions
-            )
-            emb.position_embedding_res.weight.copy_(table)
-            emb.position_embedding_ori.weight.copy_(table)
             self.text_filip_projection.weight.copy_(self.text_projection.weight)
 
     # the reference's (misspelled) name

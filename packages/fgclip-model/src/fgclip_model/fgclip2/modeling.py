@@ -268,13 +268,7 @@ class FGCLIP2PreTrainedModel(StrictLoadingMixin, PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """SigLIP-style initialisation for weights a checkpoint does not provide."""
         if isinstance(module, WalkTextEmbeddings):
-            for table in (
-                module.token_embedding,
-                module.position_embedding,
-                module.position_embedding_res,
-                module.position_embedding_ori,
-            ):
-                init.normal_(table.weight, std=0.02)
+            module.init_tables(std=0.02)
         elif isinstance(module, FGCLIP2VisionEmbeddings):
             width = module.patch_embedding.in_features
             init.uniform_(module.patch_embedding.weight, -(width**-0.5), width**-0.5)
@@ -641,15 +635,8 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         """The reference's ``from_siglip2`` step: stretch the 64-row table into both 196-row long tables, copy
         ``text_model.head`` into ``longtext_head`` and ``boxtext_head``, and ``vision_model.head`` into
         ``dense_feature_head``."""
-        from fgclip_model.longclip.stretch import stretch_positions
-
-        emb = self.text_model.embeddings
+        self.text_model.embeddings.stretch_long_tables()
         with torch.no_grad():
-            table = stretch_positions(
-                emb.position_embedding.weight, emb.position_embedding_res.num_embeddings, emb.keep_positions
-            )
-            emb.position_embedding_res.weight.copy_(table)
-            emb.position_embedding_ori.weight.copy_(table)
             for head in (self.longtext_head, self.boxtext_head):
                 head.load_state_dict(self.text_model.head.state_dict())
             self.dense_feature_head.load_state_dict(self.vision_model.head.state_dict())
