@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from fgclip_eval.images import open_rgb
+from fgclip_eval.protocols import protocol_of
 
 DIM = 1100
 UNKNOWN = DIM - 1
@@ -63,6 +64,10 @@ class FakeEncoder:
         self.patch_budgets: list[int] = []
 
     has_regions = property(lambda self: self.family in ("fgclip", "fgclip2"))
+    protocol = property(lambda self: protocol_of(self.family))
+
+    def scores(self, cosine: torch.Tensor) -> torch.Tensor:
+        return cosine  # one-hot features: the sigmoid of FG-CLIP 2 is tested on real models
 
     @contextmanager
     def fixed_patches(self, budget: int):
@@ -86,7 +91,7 @@ class FakeEncoder:
         self.seen_walks.append(walk)
         return self.one_hot([self.text_id(t) for t in texts]).reshape(len(texts), DIM)
 
-    def regions(self, items, boxes, pixels=False):
+    def regions(self, items, boxes, pixels=False, normalize=True):
         out = []
         for item, b in zip(items, boxes, strict=True):
             image = open_rgb(item)

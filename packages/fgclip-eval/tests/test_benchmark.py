@@ -55,7 +55,7 @@ def test_clip_models_skip_region_tasks(shapes, golden, tmp_path, clip_tokenizer)
     assert main(["--model", str(folder), "--data-root", str(shapes), "--output", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     assert "long_i2t_r1" in results["fgshapes-retrieval"]
-    assert results["fgshapes-hard-negatives"] == {"skipped": "the clip family has no region features"}
+    assert results["fgshapes-hard-negatives"] == {"skipped": "the longclip family has no region features"}
 
 
 def test_clear_messages(tmp_path, golden, clip_tokenizer, capsys, monkeypatch):

@@ -23,7 +23,11 @@ def newest_stage2_checkpoint(root: Path = Path("runs")) -> Path | None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="checkpoint folder (default: the newest runs/*/checkpoint-*)")
+    parser.add_argument(
+        "--model",
+        help="checkpoint folder, original Long-CLIP / OpenAI CLIP .pt state dict, or hub id resolved through the "
+        "Hugging Face cache (default: the newest runs/*/checkpoint-*)",
+    )
     parser.add_argument("--tasks", help="comma-separated task or group names, or 'all' (default: the FG-Shapes group)")
     parser.add_argument(
         "--data-root",
@@ -45,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="FG-CLIP 2: fixed patch budget (default: the dynamic bucket of each image)",
+    )
+    parser.add_argument(
+        "--no-text-mask",
+        action="store_true",
+        help="FG-CLIP 2: encode text without the tokenizer's attention mask (the training convention) instead of "
+        "with it (the reference evaluation scripts', which the published numbers used)",
     )
     parser.add_argument("--list", action="store_true", help="list the tasks and exit")
     return parser
@@ -95,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             workers=default_workers() if args.workers is None else args.workers,
             progress=not args.quiet and is_main(),
+            text_attention_mask=False if args.no_text_mask else None,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"benchmark: {err}", file=sys.stderr)

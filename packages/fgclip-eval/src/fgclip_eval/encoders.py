@@ -22,8 +22,9 @@ import fgclip_model
 
 from .distributed import gather_rows, shard
 from .images import ImageItem, View, batches, default_workers, open_rgb
+from .protocols import Protocol, protocol_of, sigmoid_scores
 
-REGION_FAMILIES = ("fgclip", "fgclip2")
+REGION_FAMILIES = ("fgclip", "fgclip2")  # FG-CLIP v1 and FG-CLIP 2 have region and dense features
 NAFLEX_FAMILIES = ("fgclip2", "siglip2")
 
 
@@ -40,16 +41,29 @@ class Encoder:
     max_num_patches: int | None = None  # NaFlex: a fixed patch budget (None: each image's dynamic bucket)
     workers: int = field(default_factory=default_workers)
     progress: bool = True
+    text_attention_mask: bool | None = None  # None: as the family's reference scripts (FG-CLIP 2: with the mask)
 
     @classmethod
     def load(cls, path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **kwargs) -> Encoder:
-        """Load any supported checkpoint folder; ``dtype`` defaults to bf16 on CUDA and fp32 elsewhere."""
+        """Load any supported checkpoint (folder, original ``.pt``, hub id); ``dtype`` defaults to bf16 on CUDA and
+        fp32 elsewhere."""
         if dtype is None:
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        path = fgclip_model.resolve(path)
         model, processor = fgclip_model.load(path, dtype=dtype)
         if processor.tokenizer is None:
             raise ValueError(f"{path} holds no tokenizer files: a benchmark needs one to encode its texts")
         return cls(model.to(device), processor, fgclip_model.detect_family(path), torch.device(device), **kwargs)
+
+    @property
+    def protocol(self) -> Protocol:
+        """The family's reference evaluation conventions (score transform, RoI normalisation, text mask)."""
+        return protocol_of(self.family)
+
+    def scores(self, cosine: torch.Tensor) -> torch.Tensor:
+        """What the family's reference scripts rank for retrieval and classification: the cosine similarities, or
+        FG-CLIP 2's ``sigmoid(exp(t)·cos + b)``."""
+        return sigmoid_scores(self.model, cosine) if self.protocol.sigmoid_scores else cosine
 
     @contextmanager
     def fixed_patches(self, budget: int):
@@ -75,8 +89,10 @@ class Encoder:
 
     def _image_inputs(self, images: list) -> dict[str, torch.Tensor]:
         kwargs = {}
-        if self.family in NAFLEX_FAMILIES and self.max_num_patches:
-            kwargs = {"max_num_patches": self.max_num_patches, "dynamic_max_patches": False}
+        if self.family in NAFLEX_FAMILIES:
+            # a fixed budget, or each image its own dynamic budget (as the reference, which encodes one per call)
+            fixed = {"max_num_patches": self.max_num_patches, "dynamic_max_patches": False}
+            kwargs = fixed if self.max_num_patches else {"per_image_budget": True}
         return dict(self.processor(images=images, **kwargs))
 
     def _prepare(self, items: list) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]]:
@@ -133,16 +149,22 @@ class Encoder:
     def _text_features(self, texts: list[str], walk: str, lowercase: bool = True) -> torch.Tensor:
         tokens = self.processor(text=texts, walk_type=walk, lowercase=lowercase)
         ids = tokens["input_ids"].to(self.device)
-        if self.family in ("clip", "siglip2"):
-            features = self._tensor(self.model.get_text_features(input_ids=ids))
+        use_mask = self.protocol.text_attention_mask if self.text_attention_mask is None else self.text_attention_mask
+        mask = tokens.get("attention_mask") if use_mask else None
+        mask = None if mask is None else mask.to(self.device)
+        if self.family in ("clip", "longclip", "siglip2"):
+            features = self._tensor(self.model.get_text_features(input_ids=ids, attention_mask=mask))
         else:
-            features = self.model.get_text_features(ids, walk_type=walk)
+            features = self.model.get_text_features(ids, mask, walk_type=walk)
         return F.normalize(features.float(), dim=-1).cpu()
 
     @torch.no_grad()
-    def regions(self, items: list[ImageItem], boxes: list[torch.Tensor], pixels: bool = False) -> list[torch.Tensor]:
-        """Normalised region features, one [n_i, D] tensor per image, for xyxy boxes given normalised to [0, 1] or,
-        with ``pixels``, in pixels of the original image. Each image is encoded once for all its boxes."""
+    def regions(
+        self, items: list[ImageItem], boxes: list[torch.Tensor], pixels: bool = False, normalize: bool = True
+    ) -> list[torch.Tensor]:
+        """Region features, one [n_i, D] tensor per image, for xyxy boxes given normalised to [0, 1] or, with
+        ``pixels``, in pixels of the original image; L2-normalised unless ``normalize=False`` (FG-CLIP v1's box
+        scripts score the raw RoI features). Each image is encoded once for all its boxes."""
         if not self.has_regions:
             raise ValueError(f"the {self.family} family has no region features")
         if len(items) != len(boxes):
@@ -168,7 +190,7 @@ class Encoder:
                 )
             else:
                 features = self.model.get_image_region_features(inputs["pixel_values"], [b.clamp(0, 1) for b in chunk])
-            out.extend(F.normalize(f.float(), dim=-1).cpu() for f in features)
+            out.extend((F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu() for f in features)
         counts = torch.tensor([len(b) for b in boxes])
         flat = gather_rows(torch.cat(out) if out else torch.zeros(0, self.embed_dim))
         return list(flat.split(counts.tolist()))

@@ -50,7 +50,7 @@ def paper_key(model: str | Path, explicit: str | None = None) -> str | None:
         if explicit not in PAPER:
             raise ValueError(f"no published numbers for {explicit!r} (known: {', '.join(PAPER)})")
         return explicit
-    names = [Path(model).name]
+    names = [str(model), Path(model).name]
     config = Path(model) / "config.json"
     if config.is_file():
         names.insert(0, json.loads(config.read_text()).get("_name_or_path", ""))

@@ -4,22 +4,34 @@
 """
 
 from fgclip_model.__about__ import __version__
-from fgclip_model.auto import detect_family, load, register_auto_classes
+from fgclip_model.auto import FAMILIES, detect_family, load, register_auto_classes, resolve
 from fgclip_model.fgclip import FGCLIPConfig, FGCLIPModel, FGCLIPOutput, FGCLIPStage2Output
+from fgclip_model.fgclip.processing import FGCLIPProcessor
+from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
+from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
+from fgclip_model.fgclip2.processing import FGCLIP2Processor
 from fgclip_model.longclip import (
     clip_to_longclip,
     export_longclip_state_dict,
     load_longclip_checkpoint,
     stretch_positions,
 )
+from fgclip_model.longclip.processing import LongCLIPProcessor
 
 register_auto_classes()
 
 __all__ = [
+    "FAMILIES",
+    "FGCLIP2Config",
+    "FGCLIP2ImageProcessor",
+    "FGCLIP2Model",
+    "FGCLIP2Processor",
     "FGCLIPConfig",
     "FGCLIPModel",
     "FGCLIPOutput",
+    "FGCLIPProcessor",
     "FGCLIPStage2Output",
+    "LongCLIPProcessor",
     "__version__",
     "clip_to_longclip",
     "detect_family",
@@ -27,5 +39,6 @@ __all__ = [
     "load",
     "load_longclip_checkpoint",
     "register_auto_classes",
+    "resolve",
     "stretch_positions",
 ]

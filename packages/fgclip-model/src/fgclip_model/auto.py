@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from fgclip_model.fgclip.processing import FGCLIPProcessor
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model, FGCLIP2TextConfig, FGCLIP2VisionConfig
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor, Fgclip2ImageProcessor
 from fgclip_model.fgclip2.processing import FGCLIP2Processor
+from fgclip_model.longclip.processing import LongCLIPProcessor
 
 _registered = False
 
@@ -63,28 +65,84 @@ class Family:
     model_types: tuple[str, ...]
     model_class: type
     processor_class: type
+    from_file: Callable | None = None  # loads a single checkpoint file (an original ``.pt``) into ``model_class``
+
+
+def _longclip_file(path, **kwargs):
+    from fgclip_model.longclip import load_longclip_checkpoint
+
+    model = load_longclip_checkpoint(path)
+    return model.to(kwargs["dtype"]) if kwargs.get("dtype") else model
+
+
+def _openai_file(path, **kwargs):
+    from fgclip_model.longclip import load_longclip_checkpoint
+
+    model = load_longclip_checkpoint(path, new_length=None)  # an OpenAI state dict keeps its 77 positions
+    return model.to(kwargs["dtype"]) if kwargs.get("dtype") else model
 
 
 # the small registry behind load(): the first family whose architectures (or model type) match wins
 FAMILIES: dict[str, Family] = {
     "fgclip": Family(("FGCLIPModel",), (), FGCLIPModel, FGCLIPProcessor),
     "fgclip2": Family(("FG_CLIP2_Model", "Fgclip2Model", "FGCLIP2Model"), ("fgclip2",), FGCLIP2Model, FGCLIP2Processor),
-    "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor),
+    # a CLIPModel with Long-CLIP's 248 text positions (converted, or fine-tuned by fgclip-longclip), or an original
+    # longclip-*.pt: Long-CLIP's own resize + centre crop and BPE
+    "longclip": Family((), (), CLIPModel, LongCLIPProcessor, _longclip_file),
+    "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor, _openai_file),
     # plain SigLIP 2 (NaFlex), the baseline FG-CLIP 2 starts from: same image processor, one 64-token text walk
     "siglip2": Family(("Siglip2Model",), ("siglip2",), Siglip2Model, FGCLIP2Processor),
 }
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def resolve(path_or_id: str | os.PathLike) -> Path:
+    """A local checkpoint folder or ``.pt`` file as it is; otherwise a Hugging Face hub id (``qihoo360/fg-clip2-base``)
+    resolved as transformers does, through ``huggingface_hub`` and its local cache (the cache alone when offline)."""
+    path = Path(path_or_id)
+    if path.exists():
+        return path
+    name = str(path_or_id)
+    if name.count("/") != 1 or name.startswith((".", "/", "~")) or name.endswith(CHECKPOINT_SUFFIXES):
+        raise FileNotFoundError(f"{name} does not exist (expected a checkpoint folder, a .pt file or a hub id)")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(name))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
+        raise FileNotFoundError(
+            f"{name} is neither a local path nor in the Hugging Face cache ({constants.HF_HUB_CACHE}), and it could "
+            f"not be downloaded ({type(err).__name__}); download it where there is a network "
+            f"(`hf download {name}`) or pass a local folder"
+        ) from err
+
+
+def _file_family(path: Path) -> str:
+    from fgclip_model.longclip import read_state_dict
+
+    rows = read_state_dict(path)["positional_embedding"].shape[0]
+    return "clip" if rows == 77 else "longclip"
 
 
 def detect_family(path: str | os.PathLike) -> str:
-    """The model family of a checkpoint folder, from its ``config.json``."""
-    config_file = Path(path) / "config.json"
+    """The model family of a checkpoint folder (from its ``config.json``) or of an original ``.pt`` file."""
+    path = Path(path)
+    if path.is_file():
+        return _file_family(path)
+    config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} does not exist: expected a checkpoint folder saved by save_pretrained")
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{config_file} is not valid JSON ({err})") from err
     architectures = config.get("architectures") or []
     for name, family in FAMILIES.items():
         if any(a in family.architectures for a in architectures):
             return name
+    if config.get("model_type") == "clip" and (config.get("text_config") or {}).get("max_position_embeddings") == 248:
+        return "longclip"
     for name, family in FAMILIES.items():
         if config.get("model_type") in family.model_types:
             return name
@@ -94,16 +152,24 @@ def detect_family(path: str | os.PathLike) -> str:
     )
 
 
-def load(path: str | os.PathLike, **kwargs):
-    """Load a checkpoint folder of any supported family: returns ``(model, processor)`` with the model in eval mode.
+def load(path_or_id: str | os.PathLike, **kwargs):
+    """Load a checkpoint of any supported family: returns ``(model, processor)`` with the model in eval mode.
 
-    The processor holds the folder's tokenizer (``None`` when it has none) and image processor (the family's
-    defaults when absent). Plain CLIP folders get FG-CLIP's processor, which squashes images to the model's
-    square size instead of centre-cropping them. Extra keyword arguments go to ``from_pretrained``
-    (e.g. ``dtype``).
+    ``path_or_id``: a folder saved by ``save_pretrained``, an original Long-CLIP / OpenAI CLIP ``.pt`` state dict
+    (read with ``weights_only``), or a hub id resolved through the Hugging Face cache. The processor holds the
+    folder's tokenizer (``None`` when it has none) and image processor (the family's defaults when absent).
+    Long-CLIP models get Long-CLIP's own preprocessing and tokenizer; other plain CLIP folders get FG-CLIP's
+    processor, which squashes images to the model's square size instead of centre-cropping them. Extra keyword
+    arguments go to ``from_pretrained`` (e.g. ``dtype``).
     """
+    path = resolve(path_or_id)
     family = FAMILIES[detect_family(path)]
-    model = family.model_class.from_pretrained(path, **kwargs)
+    if path.is_file():
+        if family.from_file is None:
+            raise ValueError(f"{path}: a single-file checkpoint of this family cannot be loaded; pass its folder")
+        model = family.from_file(path, **kwargs)
+    else:
+        model = family.model_class.from_pretrained(path, **kwargs)
     image_size = getattr(model.config.vision_config, "image_size", None)
     processor = family.processor_class.from_pretrained(path, image_size=image_size, max_lengths=text_lengths(model))
     return model.eval(), processor

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..metrics import first_is_best, topk_accuracy
+from ..protocols import box_probabilities
 from . import MissingDataset, NotApplicable, Task, register, require
 from .classification import templates, zero_shot_classifier
 from .retrieval import coco_images_folder
@@ -30,14 +31,23 @@ def _require_regions(encoder) -> None:
         raise NotApplicable(f"the {encoder.family} family has no region features")
 
 
+def reference_regions(encoder, images: list[Path], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    """RoI features of xyxy pixel boxes as the family's reference box scripts score them (FG-CLIP v1:
+    un-normalised; FG-CLIP 2: normalised)."""
+    return encoder.regions(images, boxes, pixels=True, normalize=not encoder.protocol.raw_regions)
+
+
 def classify_boxes(
     encoder, images: list[Path], boxes: list[torch.Tensor], labels: list[torch.Tensor], classnames, prompts
 ) -> dict[str, float]:
-    """Top-1/5 of every box (xywh pixels) against the class embeddings, each image encoded once."""
+    """Top-1/5 of every box (xywh pixels) against the class embeddings, each image encoded once, ranked as the
+    reference scripts rank: ``topk`` of ``softmax(100 · roi · W)`` in float32 (whose underflow to 0 decides the
+    top-5 among tied classes when the RoI features are FG-CLIP v1's un-normalised ones)."""
     _require_regions(encoder)
     weights = zero_shot_classifier(encoder, classnames, prompts, walk="box")
-    regions = encoder.regions(images, [xywh_to_xyxy(b) for b in boxes], pixels=True)
-    top = topk_accuracy(torch.cat(regions) @ weights.T, torch.cat(labels), ks=(1, 5))
+    regions = reference_regions(encoder, images, [xywh_to_xyxy(b) for b in boxes])
+    probabilities = box_probabilities(torch.cat(regions), weights)
+    top = topk_accuracy(probabilities, torch.cat(labels), ks=(1, 5), rule="topk")
     return {"top1": top[1], "top5": top[5], "n_boxes": sum(len(b) for b in boxes)}
 
 
@@ -60,15 +70,20 @@ def detection_set(data: dict, file_of) -> tuple[list[Path], list[torch.Tensor], 
     )
 
 
-def candidate_accuracy(encoder, regions: torch.Tensor, groups: list[list[str]]) -> float:
-    """Share of regions [N, D] whose first candidate text (the positive) scores at least as high as each of the
-    others in its group (groups may differ in size: FG-OVD, FG-Shapes hard negatives)."""
+def candidate_texts(encoder, groups: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Box-walk features [N, K, D] of candidate groups of different sizes, padded, and the [N, K] mask of real ones."""
     lengths = torch.tensor([len(g) for g in groups])
     width = int(lengths.max())
     mask = torch.arange(width)[None, :] < lengths[:, None]
     texts = encoder.texts([t for g in groups for t in g + [g[0]] * (width - len(g))], "box")
-    scores = torch.einsum("nd,nkd->nk", regions, texts.reshape(len(groups), width, -1))
-    return first_is_best(scores, mask)
+    return texts.reshape(len(groups), width, -1), mask
+
+
+def candidate_accuracy(encoder, regions: torch.Tensor, groups: list[list[str]]) -> float:
+    """Share of regions [N, D] whose first candidate text (the positive) scores at least as high as each of the
+    others in its group, on cosine similarities (FG-Shapes hard negatives)."""
+    texts, mask = candidate_texts(encoder, groups)
+    return first_is_best(torch.einsum("nd,nkd->nk", regions, texts), mask)
 
 
 # ------------------------------------------------------------------------------------------------------ COCO
@@ -147,12 +162,15 @@ def fgovd(split: str):
         boxes = [
             xywh_to_xyxy(torch.tensor([items[i]["bbox"] for i in by_image[p]], dtype=torch.float32)) for p in order
         ]
-        regions = encoder.regions([_coco_path(data_root, p) for p in order], boxes, pixels=True)
+        regions = reference_regions(encoder, [_coco_path(data_root, p) for p in order], boxes)
         position = torch.tensor([i for p in order for i in by_image[p]])
         features = torch.empty(len(items), regions[0].shape[1])
         features[position] = torch.cat(regions)
         groups = [[item["pos_expression"][0], *item["neg_expression"]] for item in items]
-        return {"accuracy": candidate_accuracy(encoder, features, groups), "n_items": len(items)}
+        # the reference: softmax(100 · roi · textsᵀ), correct iff the positive's probability equals the maximum
+        texts, mask = candidate_texts(encoder, groups)
+        probabilities = box_probabilities(features, texts, mask)
+        return {"accuracy": first_is_best(probabilities, mask), "n_items": len(items)}
 
     return run, layout
 

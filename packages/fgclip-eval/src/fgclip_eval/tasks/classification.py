@@ -4,8 +4,10 @@ OpenAI ImageNet prompt templates and prompt ensembling (each prompt normalised, 
 ImageNet class names and the templates come from ``open_clip.zero_shot_metadata`` (the OpenAI-curated list the
 reference scripts carry as copies). The torchvision sets are read with torchvision's own dataset classes, from
 the folders their ``download=True`` creates under one data root; class names are the datasets' own, with ``_``
-and ``/`` made spaces. Differences from the reference: no ``drop_last`` (every image counts), and the accuracy
-is global, not a mean of per-batch accuracies.
+and ``/`` made spaces. Scores and tie-breaking follow each family's
+reference scripts (FG-CLIP 2 ranks ``sigmoid(exp(t)·cos + b)``; ImageNet-v2 and Long-CLIP take the first maximum
+for top-1); CIFAR keeps its raw class names, as Long-CLIP's CIFAR scripts. Differences from the reference: no
+``drop_last`` (every image counts), and the accuracy is global, not a mean of per-batch accuracies.
 """
 
 from __future__ import annotations
@@ -47,13 +49,20 @@ def zero_shot_classifier(encoder, classnames: Sequence[str], prompts=None, walk:
 
 
 def classify(
-    encoder, images: Sequence, labels: torch.Tensor, classnames: Sequence[str], patches: int | None = None
+    encoder,
+    images: Sequence,
+    labels: torch.Tensor,
+    classnames: Sequence[str],
+    patches: int | None = None,
+    rule: str | None = None,
 ) -> dict[str, float]:
-    """Top-1/5 with the 80-template classifier; ``patches``: a fixed NaFlex budget (FG-CLIP 2's ImageNet: 1024)."""
+    """Top-1/5 with the 80-template classifier on the family's reference scores (FG-CLIP 2: sigmoid); ``patches``:
+    a fixed NaFlex budget (FG-CLIP 2's ImageNet: 1024); ``rule``: how ties rank (default: the family's)."""
     weights = zero_shot_classifier(encoder, classnames, templates())
     with encoder.fixed_patches(patches) if patches else nullcontext():
         features = encoder.images(images)
-    top = topk_accuracy(features @ weights.T, labels, ks=(1, 5))
+    scores = encoder.scores(features @ weights.T)
+    top = topk_accuracy(scores, labels, ks=(1, 5), rule=rule or encoder.protocol.classification_rule)
     return {"top1": top[1], "top5": top[5]}
 
 
@@ -110,7 +119,8 @@ def imagenet_v2(encoder, data_root: Path) -> dict[str, float]:
         labels += [int(folder.name)] * len(files)
     if not images:
         raise MissingDataset(f"imagenet-v2: no images under {root}; expected {IMAGENET_V2_LAYOUT}")
-    return classify(encoder, images, torch.tensor(labels), imagenet_classnames(), patches=IMAGENET_PATCHES)
+    # the reference ImageNet-v2 scripts (all families) take the first maximum for top-1
+    return classify(encoder, images, torch.tensor(labels), imagenet_classnames(), IMAGENET_PATCHES, rule="argmax")
 
 
 # ----------------------------------------------------------------------------------------- torchvision sets
@@ -171,7 +181,8 @@ def cifar(name: str) -> Callable:
             names = pickle.load(f, encoding="latin1")[names_key]
         pixels = batch["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         images = [Image.fromarray(p) for p in pixels]
-        return classify(encoder, images, torch.tensor(batch[labels_key]), [clean(n) for n in names])
+        # raw class names (CIFAR-100's "maple_tree"), as Long-CLIP's CIFAR scripts, the protocol's only reference
+        return classify(encoder, images, torch.tensor(batch[labels_key]), list(names))
 
     return run, layout
 

@@ -2,9 +2,10 @@
 (COCO-CN, Flickr30k-CNA, LIT-CN, DCI-CN, DOCCI-CN), in the layouts their releases ship (spec §3 of each model).
 
 Every benchmark is read into a :class:`Pairs` (image paths, texts, the image of each text) and scored by one
-function: normalised features, cosine similarity, vectorised R@k both ways. Differences from the reference
-scripts: file orders are sorted (not ``os.listdir``), counts come from the data (never hard-coded), and paths are
-joined properly (no trailing-slash concatenation).
+function: normalised features, the family's reference scores (cosine, or FG-CLIP 2's sigmoid), vectorised R@k
+both ways with the reference script's tie rule. Differences from the reference scripts: file orders are sorted
+(not ``os.listdir``), counts come from the data (never hard-coded), and paths are joined properly (no
+trailing-slash concatenation).
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ class Pairs:
     text_to_image: torch.Tensor  # [T] index into images
 
 
-def score(encoder, pairs: Pairs, walk: str, ks: tuple[int, ...], lowercase: bool = True) -> dict[str, float]:
-    """I2T and T2I R@k of ``pairs`` under ``encoder``, with the texts on the ``walk`` path."""
-    similarity = encoder.images(pairs.images) @ encoder.texts(pairs.texts, walk, lowercase=lowercase).T
-    out = {f"i2t_r{k}": v for k, v in image_to_text_recall(similarity, pairs.text_to_image, ks).items()}
-    out.update({f"t2i_r{k}": v for k, v in text_to_image_recall(similarity, pairs.text_to_image, ks).items()})
-    return out
+def score(
+    encoder, pairs: Pairs, walk: str, ks: tuple[int, ...], lowercase: bool = True, rule: str = "argsort"
+) -> dict[str, float]:
+    """I2T and T2I R@k of ``pairs`` under ``encoder``, with the texts on the ``walk`` path, ranking the family's
+    reference scores (cosine, or FG-CLIP 2's sigmoid) with the benchmark's tie rule."""
+    cosine = encoder.images(pairs.images) @ encoder.texts(pairs.texts, walk, lowercase=lowercase).T
+    similarity = encoder.scores(cosine)
+    i2t = image_to_text_recall(similarity, pairs.text_to_image, ks, rule)
+    t2i = text_to_image_recall(similarity, pairs.text_to_image, ks, rule)
+    return {**{f"i2t_r{k}": v for k, v in i2t.items()}, **{f"t2i_r{k}": v for k, v in t2i.items()}}
 
 
 def grouped(captions: list[tuple[Path, str]], per_image: int | None = None) -> Pairs:
@@ -91,21 +96,28 @@ def read_flickr30k(data_root: Path) -> Pairs:
 
 
 SHAREGPT4V_FILE = "share-captioner_coco_lcs_sam_1246k_1107.json"
-SHAREGPT4V_LAYOUT = f"sharegpt4v/{SHAREGPT4V_FILE} and its first 1000 images under coco/train2017/"
+SHAREGPT4V_LAYOUT = (
+    f"sharegpt4v/{SHAREGPT4V_FILE} (or ShareGPT4V's own sharegpt4v/data/sharegpt4v/{SHAREGPT4V_FILE}) with the "
+    "records' images under ShareGPT4V's data folder (sharegpt4v/data/coco/train2017/...) or coco/train2017/"
+)
 
 
 def read_sharegpt4v_1k(data_root: Path) -> Pairs:
-    """The first 1000 records: caption = the captioner's answer, image = coco/train2017/<basename> (or the
-    record's own relative path under sharegpt4v/)."""
+    """The first 1000 records: caption = the captioner's answer; image = the record's path relative to ShareGPT4V's
+    ``data/`` folder (``coco/train2017/...``, as ShareGPT4V lays its data out), else ``coco/train2017/<basename>``
+    (where the reference script looks)."""
     import ijson
 
-    path = require(data_root / "sharegpt4v" / SHAREGPT4V_FILE, "sharegpt4v-1k", SHAREGPT4V_LAYOUT)
+    base = data_root / "sharegpt4v"
+    path = first_existing(
+        [base / SHAREGPT4V_FILE, base / "data" / "sharegpt4v" / SHAREGPT4V_FILE], "sharegpt4v-1k", SHAREGPT4V_LAYOUT
+    )
     images, texts = [], []
     with path.open("rb") as stream:
         for record in ijson.items(stream, "item"):
             name = record["image"]
-            own = data_root / "sharegpt4v" / name
-            images.append(own if own.exists() else data_root / "coco" / "train2017" / Path(name).name)
+            candidates = [base / "data" / name, base / name, data_root / "coco" / "train2017" / Path(name).name]
+            images.append(next((c for c in candidates if c.exists()), candidates[-1]))
             texts.append(record["conversations"][1]["value"])
             if len(images) == 1000:
                 break
@@ -204,9 +216,14 @@ def tab_file_reader(task: str, relative: str):
 # --------------------------------------------------------------------------------------------------- registry
 
 
-def retrieval_task(name, description, reader, layout, walk, ks, lowercase=True, groups=("retrieval",)) -> Task:
+def retrieval_task(
+    name, description, reader, layout, walk, ks, lowercase=True, groups=("retrieval",), rule="argsort"
+) -> Task:
+    """A retrieval benchmark; ``rule``: the reference script's tie-breaking (``argsort`` tail in the FG-CLIP and
+    Long-CLIP COCO scripts, the first ``argmax`` in Long-CLIP's Urban1k)."""
+
     def run(encoder, data_root: Path) -> dict[str, float]:
-        return score(encoder, reader(data_root), walk, ks, lowercase)
+        return score(encoder, reader(data_root), walk, ks, lowercase, rule)
 
     return register(Task(name, description, layout, run, groups))
 
@@ -227,7 +244,14 @@ retrieval_task(
 )
 retrieval_task("dci", "DCI long captions: R@1", read_dci, DCI_LAYOUT, "long", (1,), groups=("retrieval", "long"))
 retrieval_task(
-    "urban1k", "Urban1k long captions: R@1", read_urban1k, URBAN_LAYOUT, "long", (1,), groups=("retrieval", "long")
+    "urban1k",
+    "Urban1k long captions: R@1",
+    read_urban1k,
+    URBAN_LAYOUT,
+    "long",
+    (1,),
+    groups=("retrieval", "long"),
+    rule="argmax",
 )
 retrieval_task(
     "coco-cn",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image
 from transformers import BatchFeature
 from transformers.image_utils import get_image_size, make_flat_list_of_images, to_numpy_array
@@ -36,9 +37,14 @@ class FGCLIP2ImageProcessorKwargs(Siglip2ImageProcessorKwargs, total=False):
     dynamic_max_patches (`bool`, *optional*, defaults to `self.dynamic_max_patches`):
         Pick the patch budget from the original image sizes (128/256/576/784/1024, the largest over the call)
         instead of ``max_num_patches``.
+    per_image_budget (`bool`, *optional*, defaults to `False`):
+        With the dynamic budget, give every image the budget of its own original size (as the reference's
+        evaluation, which processes one image per call) instead of the largest in the call; the batch is padded
+        to its longest patch sequence.
     """
 
     dynamic_max_patches: bool
+    per_image_budget: bool
 
 
 class FGCLIP2ImageProcessor(Siglip2ImageProcessorPil):
@@ -50,6 +56,8 @@ class FGCLIP2ImageProcessor(Siglip2ImageProcessorPil):
     budget: with ``dynamic_max_patches=True`` (the default) the budget comes from the **original** image sizes
     and an explicit ``max_num_patches`` is ignored, exactly as the reference; pass
     ``dynamic_max_patches=False`` to honour ``max_num_patches`` (the ImageNet evaluations and training do).
+    ``per_image_budget=True`` gives each image of a batch its own dynamic budget, so a batch encodes every image
+    at the resolution a one-image call would (the benchmarks' protocol).
     """
 
     valid_kwargs = FGCLIP2ImageProcessorKwargs
@@ -60,11 +68,35 @@ class FGCLIP2ImageProcessor(Siglip2ImageProcessorPil):
 
     def preprocess(self, images, **kwargs) -> BatchFeature:
         dynamic = kwargs.pop("dynamic_max_patches", self.dynamic_max_patches)
-        if dynamic:
-            flat = make_flat_list_of_images(images)
-            patch = kwargs.get("patch_size", self.patch_size)
-            kwargs["max_num_patches"] = max(patch_bucket(*original_size(im), patch_size=patch) for im in flat)
-        return super().preprocess(images, **kwargs)
+        per_image = kwargs.pop("per_image_budget", False)
+        if not dynamic:
+            return super().preprocess(images, **kwargs)
+        flat = make_flat_list_of_images(images)
+        patch = kwargs.get("patch_size", self.patch_size)
+        budgets = [patch_bucket(*original_size(im), patch_size=patch) for im in flat]
+        if not per_image or len(set(budgets)) <= 1:
+            return super().preprocess(images, **{**kwargs, "max_num_patches": max(budgets)})
+        return_tensors = kwargs.pop("return_tensors", None)
+        singles = [
+            super(FGCLIP2ImageProcessor, self).preprocess([im], **{**kwargs, "max_num_patches": b}, return_tensors="np")
+            for im, b in zip(flat, budgets, strict=True)
+        ]
+        return _pad_to_longest(singles, return_tensors)
+
+
+def _pad_to_longest(singles: list[BatchFeature], return_tensors) -> BatchFeature:
+    """One batch from one-image outputs of different budgets: real patches kept, zero padding to the longest."""
+    lengths = [int(s["pixel_attention_mask"][0].sum()) for s in singles]
+    width = max(lengths)
+    values = np.zeros((len(singles), width, singles[0]["pixel_values"].shape[-1]), singles[0]["pixel_values"].dtype)
+    mask = np.zeros((len(singles), width), singles[0]["pixel_attention_mask"].dtype)
+    for i, (single, n) in enumerate(zip(singles, lengths, strict=True)):
+        values[i, :n] = single["pixel_values"][0, :n]
+        mask[i, :n] = 1
+    shapes = np.concatenate([s["spatial_shapes"] for s in singles])
+    return BatchFeature(
+        {"pixel_values": values, "pixel_attention_mask": mask, "spatial_shapes": shapes}, tensor_type=return_tensors
+    )
 
 
 class Fgclip2ImageProcessor(FGCLIP2ImageProcessor):

@@ -12,7 +12,9 @@ Files are read with ``torch.load(weights_only=True)``: no code from a checkpoint
 from __future__ import annotations
 
 import os
+import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 
 import torch
@@ -80,20 +82,40 @@ def _check_complete(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a ``.pt`` state dict safely (``weights_only``); a ``{"state_dict": ...}`` wrapper is unwrapped."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) serialisation
     except RuntimeError as err:
         if "TorchScript" in str(err) or "constants.pkl" in str(err):
             raise ValueError(
                 f"{path} is a TorchScript archive (OpenAI's original release). fgclip does not execute "
                 "checkpoint code; load it with the HF copy of the model and use clip_to_longclip instead"
             ) from err
-        raise
+        raise ValueError(f"{path} is not a readable PyTorch state dict ({err})") from err
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} refused: it holds objects other than tensors and plain containers, which only code execution "
+            f"could rebuild (fgclip loads weights with weights_only=True){_unsupported_global(err)}"
+        ) from err
+    except (EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is truncated or not a PyTorch file ({type(err).__name__}: {err})") from err
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     state = {k.removeprefix("module."): v for k, v in obj.items()}
     if "token_embedding.weight" not in state or "visual.conv1.weight" not in state:
         raise ValueError(f"{path} is not an OpenAI / Long-CLIP ViT state dict (no token_embedding / visual.conv1)")
     return state
+
+
+def _unsupported_global(err: Exception) -> str:
+    """The ``Unsupported global: ...`` part of torch's weights-only refusal, if it names one."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return f" (it asks for {match.group(1)})" if match else ""
 
 
 def _count_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:
@@ -162,13 +184,14 @@ def openai_to_hf_state_dict(state: Mapping[str, torch.Tensor], keep: int = KEEP_
 
 
 def load_longclip_checkpoint(
-    path: str | os.PathLike, new_length: int = LONG_CONTEXT, keep: int = KEEP_POSITIONS
+    path: str | os.PathLike, new_length: int | None = LONG_CONTEXT, keep: int = KEEP_POSITIONS
 ) -> CLIPModel:
-    """An original Long-CLIP ``.pt`` (or an OpenAI 77-position state dict, stretched) -> HF ``CLIPModel`` in fp32."""
+    """An original Long-CLIP ``.pt`` (or an OpenAI 77-position state dict, stretched to ``new_length``; ``None``
+    keeps the file's table) -> HF ``CLIPModel`` in fp32."""
     state = read_state_dict(path)
     hf_state = {k: v.float() for k, v in openai_to_hf_state_dict(state, keep).items()}
     table_key = "text_model.embeddings.position_embedding.weight"
-    if hf_state[table_key].shape[0] != new_length:
+    if new_length is not None and hf_state[table_key].shape[0] != new_length:
         hf_state[table_key] = stretch_positions(hf_state[table_key], new_length, keep)
     config = config_from_openai_state_dict(state, context_length=hf_state[table_key].shape[0])
     model = CLIPModel(config)
