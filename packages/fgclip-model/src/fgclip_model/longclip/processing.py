@@ -104,6 +104,7 @@ class LongCLIPProcessor(WalkProcessor):
     default_padding = True
 
     def __init__(self, image_processor: LongCLIPImageTransform | None = None, tokenizer=None, max_lengths=None):
+        tokenizer = LongCLIPTokenizer() if tokenizer is None else tokenizer
         super().__init__(image_processor or LongCLIPImageTransform(), tokenizer, max_lengths)
 
     @classmethod
