@@ -119,6 +119,12 @@ def fake():
     return FakeEncoder
 
 
+@pytest.fixture
+def files():
+    """The layout helpers (``paint`` an image of an id, ``write_text``, ``write_json``) for tests' own layouts."""
+    return SimpleNamespace(paint=paint, write_text=write_text, write_json=write_json)
+
+
 # ------------------------------------------------------------------------------------------------ layouts
 
 

@@ -108,14 +108,20 @@ def test_pets_class_names_come_from_the_dataset(benchmark_root, fake):
     assert run("pets", fake(), root)["top1"] < 1.0  # without the names the prompts mean nothing
 
 
-def test_flowers_needs_its_class_names_file(benchmark_root, fake, tmp_path):
+def test_flowers_without_a_class_names_file_uses_the_shipped_names(benchmark_root, fake, tmp_path):
     import shutil
+
+    from fgclip_eval.tasks.classification import FLOWERS_NAMES, templates
 
     root, _ = benchmark_root
     shutil.copytree(root / "flowers-102", tmp_path / "flowers-102")
     (tmp_path / "flowers-102" / "classnames.txt").unlink()
-    with pytest.raises(MissingDataset, match=r"classnames\.txt"):
-        run("flowers", fake(), tmp_path)
+    names = FLOWERS_NAMES.read_text().splitlines()
+    assert len(names) == 102 and names[0] == "pink primrose" and names[-1] == "blackberry lily"
+    # the generated images are of label ids 0..101 (id<k> prompts in classnames.txt); the shipped names mean nothing
+    # to the fake encoder, but every prompt of label k now says the k-th shipped name
+    encoder = fake({t(n): i for i, n in enumerate(names) for t in templates()})
+    assert run("flowers", encoder, tmp_path)["top1"] == 1.0
 
 
 # -------------------------------------------------------------------------------------------------- boxes

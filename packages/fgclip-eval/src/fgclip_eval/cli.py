@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.quiet and is_main(),
             text_attention_mask=False if args.no_text_mask else None,
         )
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ImportError) as err:
         print(f"benchmark: {err}", file=sys.stderr)
         return 2
     results: dict[str, dict] = {}
@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             results[task.name] = {"skipped": str(err)}
         except NotApplicable as err:
             results[task.name] = {"skipped": str(err)}
+        except ImportError as err:  # an optional dependency of this task is not installed
+            print(f"benchmark: {task.name}: {err}", file=sys.stderr)
+            results[task.name] = {"skipped": f"missing dependency: {err}"}
     if is_main():
         files = write(results, args.output, str(model), paper)
         print(markdown(results, paper))

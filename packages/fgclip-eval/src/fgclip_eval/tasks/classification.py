@@ -127,20 +127,21 @@ def imagenet_v2(encoder, data_root: Path) -> dict[str, float]:
 
 FLOWERS_LAYOUT = (
     "flowers-102/jpg/image_NNNNN.jpg, flowers-102/imagelabels.mat, flowers-102/setid.mat (as torchvision's Flowers102 "
-    "downloads them) and flowers-102/classnames.txt (the 102 names, one per line, in label order: torchvision's "
-    "Flowers102 carries none)"
+    "downloads them); class names from flowers-102/classnames.txt when present, else the 102 names shipped here"
 )
+FLOWERS_NAMES = Path(__file__).parents[1] / "data" / "flowers102_classnames.txt"  # torchvision's Flowers102 has none
 
 
 class Flowers102Test:
-    """The Flowers-102 test split read from torchvision's download layout (``tstid`` of setid.mat), with class names
-    from ``classnames.txt``; a reader of our own because torchvision's checks the .mat files' MD5 on every load."""
+    """The Flowers-102 test split read from torchvision's download layout (``tstid`` of setid.mat), with the class
+    names of ``classnames.txt`` or the shipped list (label order); a reader of our own because torchvision's checks
+    the .mat files' MD5 on every load."""
 
     def __init__(self, root: Path) -> None:
         from scipy.io import loadmat
 
         base = root / "flowers-102"
-        names = first_existing([base / "classnames.txt"], "flowers", FLOWERS_LAYOUT)
+        names = base / "classnames.txt" if (base / "classnames.txt").is_file() else FLOWERS_NAMES
         self.classes = [n.strip() for n in names.read_text(encoding="utf-8").splitlines() if n.strip()]
         if len(self.classes) != 102:
             raise BadDataset(f"{names}: expected 102 class names, found {len(self.classes)}")

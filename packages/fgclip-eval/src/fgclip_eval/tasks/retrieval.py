@@ -1,5 +1,5 @@
 """Zero-shot image↔text retrieval: COCO 5k, Flickr30k 1k, ShareGPT4V-1k, DCI, Urban1k and the Chinese sets
-(COCO-CN, Flickr30k-CNA, LIT-CN, DCI-CN, DOCCI-CN), in the layouts their releases ship (spec §3 of each model).
+(COCO-CN, Flickr30k-CNA, LIT-CN, DCI-CN, DOCCI-CN), in the layouts their releases ship.
 
 Every benchmark is read into a :class:`Pairs` (image paths, texts, the image of each text) and scored by one
 function: normalised features, the family's reference scores (cosine, or FG-CLIP 2's sigmoid), vectorised R@k
@@ -93,6 +93,49 @@ def read_flickr30k(data_root: Path) -> Pairs:
         captions = record["caption"] if isinstance(record["caption"], list) else [record["caption"]]
         rows += [(folder / Path(record["image"]).name, c) for c in captions]
     return grouped(rows)
+
+
+FLICKR_FULL_LAYOUT = (
+    "flickr30k/results_20130124.token (the official 158,915 captions, lines '<name>.jpg#<k><TAB><caption>') and "
+    "flickr30k/flickr30k-images/"
+)
+
+
+def read_flickr30k_full(data_root: Path) -> Pairs:
+    """All of Flickr30k as Long-CLIP's script reads it: every caption line, the image of every 5th line."""
+    root = data_root / "flickr30k"
+    path = require(root / "results_20130124.token", "flickr30k-full", FLICKR_FULL_LAYOUT)
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, tab, caption = line.partition("\t")
+        if not tab or "#" not in key:
+            raise BadDataset(f"{path}:{number}: expected '<name>.jpg#<k><TAB><caption>', got {line!r}")
+        rows.append((root / "flickr30k-images" / key.rsplit("#", 1)[0], caption.strip()))
+    return grouped(rows)
+
+
+def score_softmax_topk(encoder, pairs: Pairs, walk: str, ks: tuple[int, ...]) -> dict[str, float]:
+    """Long-CLIP's Flickr30k protocol: R@k by ``topk`` of ``softmax(cos)`` per image (over all texts) and per text
+    (over all images), computed in row chunks (the full matrix has 5e9 entries)."""
+    images = encoder.images(pairs.images)
+    texts = encoder.texts(pairs.texts, walk)
+    owners, n_images = pairs.text_to_image, len(pairs.images)
+    out: dict[str, float] = {}
+    for k in ks:
+        hits = 0
+        for start in range(0, n_images, 1024):
+            top = (images[start : start + 1024] @ texts.T).softmax(dim=-1).topk(min(k, len(texts)), dim=1).indices
+            hits += (owners[top] == torch.arange(start, start + len(top))[:, None]).any(dim=1).sum().item()
+        out[f"i2t_r{k}"] = hits / n_images
+    for k in ks:
+        hits = 0
+        for start in range(0, len(texts), 4096):
+            top = (texts[start : start + 4096] @ images.T).softmax(dim=-1).topk(min(k, n_images), dim=1).indices
+            hits += (top == owners[start : start + 4096, None]).any(dim=1).sum().item()
+        out[f"t2i_r{k}"] = hits / len(texts)
+    return out
 
 
 SHAREGPT4V_FILE = "share-captioner_coco_lcs_sam_1246k_1107.json"
@@ -233,6 +276,15 @@ retrieval_task(
     "coco", "COCO val2017 5k: R@1/5/10 both ways, 5 captions per image", read_coco, COCO_LAYOUT, "short", STANDARD
 )
 retrieval_task("flickr30k", "Flickr30k 1k test: R@1/5/10 both ways", read_flickr30k, FLICKR_LAYOUT, "short", STANDARD)
+register(
+    Task(
+        "flickr30k-full",
+        "Flickr30k, all 31,783 images x 158,915 captions (Long-CLIP's protocol): R@1/5/10",
+        FLICKR_FULL_LAYOUT,
+        lambda encoder, data_root: score_softmax_topk(encoder, read_flickr30k_full(data_root), "short", STANDARD),
+        ("retrieval",),
+    )
+)
 retrieval_task(
     "sharegpt4v-1k",
     "ShareGPT4V-1k long captions: R@1",
