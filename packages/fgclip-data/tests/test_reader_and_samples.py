@@ -49,8 +49,15 @@ def test_invalid_records_name_file_record_and_field(tmp_path, make):
     bad["bbox_info"][1]["bbox"] = [0.1, 0.2]
     file.write_text(json.dumps([make.record("ok"), bad, {"f_path": "p", "caption": "c"}]))
     report = Report()
-    assert len(read_records(file, report)) == 1
-    assert report.skipped == 2
+    records = read_records(file, report)
+    assert len(records) == 2  # the malformed box drops the box, not its record
+    kept = records[1].record
+    assert len(kept.bbox_info) == len(bad["bbox_info"]) - 1 and kept.dropped_boxes == [(1, "fewer than 4 coordinates")]
+    assert kept.bbox_info[0].bbox == bad["bbox_info"][0]["bbox"]
+    assert report.counts == {"malformed box dropped (fewer than 4 coordinates)": 1, "invalid record: Field required": 1}
+    assert report.examples["malformed box dropped (fewer than 4 coordinates)"] == [
+        f"{file}, record 1, field 'bbox_info.1.bbox'"
+    ]
     with pytest.raises(DataError) as err:
         read_records(file, Report(strict=True))
     assert err.value.file == str(file) and err.value.record == 1 and err.value.field == "bbox_info.1.bbox"

@@ -1,10 +1,12 @@
-"""The FineHARD record (spec fgclip-v1 §2.5, fgclip-v2 §2.4) as pydantic models."""
+"""The FineHARD record as pydantic models: an image path, a long and a short caption, and its boxes (normalised
+``[x1, y1, x2, y2]``, short / long region expressions, optional hard negatives of the short one; Chinese records
+carry ``is_cn``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from fgclip_data.report import DataError
 
@@ -47,6 +49,7 @@ class FineHARDRecord(BaseModel):
     short_caption: str
     bbox_info: list[BoxInfo] = Field(default_factory=list)
     is_cn: Any = None
+    _dropped_boxes: list[tuple[int, str]] = PrivateAttr(default_factory=list)
 
     @field_validator("bbox_info", mode="before")
     @classmethod
@@ -57,12 +60,49 @@ class FineHARDRecord(BaseModel):
     def chinese(self) -> bool:
         return self.is_cn is not None
 
+    @property
+    def dropped_boxes(self) -> list[tuple[int, str]]:
+        """(index in the file's ``bbox_info``, reason) of the malformed boxes :func:`parse_record` left out."""
+        return self._dropped_boxes
+
+
+# pydantic error types -> the kind of malformed box, for the reports
+_BOX_PROBLEMS = {
+    "too_short": "fewer than 4 coordinates",
+    "float_parsing": "non-numeric coordinates",
+    "float_type": "non-numeric coordinates",
+    "list_type": "bbox is not a list",
+    "missing": "no bbox",
+    "finite_number": "non-finite coordinates",
+}
+
+
+def _box_problem(err: ValidationError) -> str:
+    first = err.errors()[0]
+    if first["loc"] and first["loc"][0] != "bbox":
+        return f"bad {first['loc'][0]} ({first['type']})"
+    return _BOX_PROBLEMS.get(first["type"], first["type"])
+
 
 def parse_record(data: Any, file: str | None = None, index: int | None = None) -> FineHARDRecord:
-    """Validate one record; a failure is a :class:`DataError` naming the file, the record index and the field."""
+    """Validate one record; a failure is a :class:`DataError` naming the file, the record index and the field.
+
+    A malformed box (a 3-number or non-numeric ``bbox``, a box that is not an object) drops that box, not the
+    record: the others are kept and the dropped ones are listed in :attr:`FineHARDRecord.dropped_boxes`."""
+    dropped: list[tuple[int, str]] = []
+    if isinstance(data, dict) and isinstance(data.get("bbox_info"), list):
+        kept = []
+        for k, item in enumerate(data["bbox_info"]):
+            try:
+                kept.append(BoxInfo.model_validate(item))
+            except ValidationError as err:
+                dropped.append((k, _box_problem(err)))
+        data = {**data, "bbox_info": kept}
     try:
-        return FineHARDRecord.model_validate(data)
+        record = FineHARDRecord.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
         raise DataError(first["msg"], file, index, field) from err
+    record._dropped_boxes = dropped
+    return record

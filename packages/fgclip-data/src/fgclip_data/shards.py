@@ -19,7 +19,6 @@ building happen in the workers.
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -34,6 +33,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from fgclip_data.finehard.paths import resolve_image_path
 from fgclip_data.finehard.reader import iter_records
+from fgclip_data.finehard.samples import Skipped
+from fgclip_data.images import MISSING, BadImage, decode_rgb
 from fgclip_data.report import Report, where
 from fgclip_data.schema import FineHARDRecord
 
@@ -91,16 +92,15 @@ def _sha256(path: Path) -> str:
 
 
 def _image_bytes(path: Path, report: Report, at: str) -> tuple[bytes, str] | None:
-    """The file's bytes and extension if it decodes, else None (counted)."""
+    """The file's bytes and extension if it decodes, else None (counted by kind)."""
     try:
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
+        decode_rgb(data, name=str(path))
     except FileNotFoundError:
-        report.problem("missing image", at)
+        report.problem(MISSING, at)
         return None
-    except (OSError, ValueError) as err:
-        report.problem(f"corrupt image ({type(err).__name__})", at)
+    except BadImage as err:
+        report.problem(err.reason, at)
         return None
     return data, (path.suffix.lower().lstrip(".") or "jpg").replace("jpeg", "jpg")
 
@@ -125,6 +125,14 @@ def write_shards(
     out.mkdir(parents=True, exist_ok=True)
     report = report if report is not None else Report()
     manifest = Manifest(str(Path(source).resolve()), shard_size)
+    if not (out / MANIFEST).is_file():
+        foreign = sorted(p.name for p in out.iterdir() if not (p.name.startswith(".shard-") and p.suffix == ".tmp"))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise ValueError(
+                f"{out} is not empty and holds no {MANIFEST} ({shown}): these are not shards this command wrote, "
+                "so it will not write beside them; choose an empty folder"
+            )
     if (out / MANIFEST).is_file():
         previous = Manifest.load(out)
         if (previous.source, previous.shard_size) != (manifest.source, manifest.shard_size):
@@ -172,8 +180,8 @@ def write_shards(
         at = where(ref.file, ref.index)
         try:
             path = resolve_image_path(ref.record.f_path, image_root)
-        except ValueError as err:
-            skipped.problem(str(err), at)
+        except ValueError:
+            skipped.problem("f_path outside the image root", ref.file, ref.index, "f_path")
             continue
         image = _image_bytes(path, skipped, at)
         if image is not None:
@@ -294,9 +302,16 @@ class ShardStream(IterableDataset):
             rng = random.Random(f"{self.seed}:{self.epoch}:{consumer}")
             entries = _buffer_shuffled(entries, self.shuffle_buffer, rng)
         for at, record_bytes, image_bytes in itertools.islice(entries, own_batches * self.batch_size, None):
-            record = FineHARDRecord.model_validate_json(record_bytes)
-            with Image.open(io.BytesIO(image_bytes)) as image:
-                image = image.convert("RGB")
+            try:
+                record = FineHARDRecord.model_validate_json(record_bytes)
+            except ValueError:  # pydantic's ValidationError: a shard written elsewhere, or damaged since
+                yield Skipped("invalid record in shard", at)
+                continue
+            try:
+                image = decode_rgb(image_bytes, name=at)
+            except BadImage as err:  # a shard written elsewhere, or damaged since: the sample is skipped, counted
+                yield Skipped(err.reason, at)
+                continue
             yield self.make(record, image, at) if self.make else (record, image)
 
     def _entries(self, consumer: int, consumers: int) -> Iterator[tuple[str, bytes, bytes]]:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 from PIL import Image
 
+from fgclip_data.images import BadImage, decode_rgb
+
 ImageItem = str | os.PathLike | Image.Image
 
 
@@ -15,16 +17,14 @@ class UnreadableImage(FileNotFoundError):
 
 
 def open_rgb(item: ImageItem) -> Image.Image:
-    """A PIL RGB image from a path or an image; a clear error naming the file otherwise."""
+    """A PIL RGB image from a path or an image; a clear error naming the file otherwise (missing, corrupt,
+    truncated, or over Pillow's pixel limit — a decompression bomb)."""
     if isinstance(item, Image.Image):
         return item.convert("RGB")
     try:
-        with Image.open(item) as image:
-            return image.convert("RGB")
-    except FileNotFoundError as err:
-        raise UnreadableImage(f"missing image {item}") from err
-    except OSError as err:  # PIL.UnidentifiedImageError and truncated files
-        raise UnreadableImage(f"unreadable image {item}: {err}") from err
+        return decode_rgb(item)
+    except BadImage as err:
+        raise UnreadableImage(f"{err.reason}: {item}") from err
 
 
 class _Batches:

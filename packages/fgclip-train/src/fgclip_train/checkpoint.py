@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,49 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint file holds objects that only code execution could rebuild; it is not loaded."""
+
+
+def deepspeed_safe_globals() -> list:
+    """The classes DeepSpeed pickles into its ZeRO checkpoints besides tensors and containers: the loss scaler,
+    the ZeRO stage enum and the fragment address of partitioned parameters (all plain data)."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextmanager
+def weights_only_loading() -> Iterator[None]:
+    """Inside the block every ``torch.load`` — DeepSpeed's own, which ask for ``weights_only=False`` — loads with
+    ``weights_only=True`` and only :func:`deepspeed_safe_globals` allowed; a file needing more raises
+    :class:`UnsafeCheckpoint` naming it. No code from a checkpoint runs."""
+    real_load = torch.load
+    allowed = deepspeed_safe_globals()
+
+    def safe_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            with torch.serialization.safe_globals(allowed):
+                return real_load(f, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            what = f" (it asks for {found.group(1)})" if found else ""
+            raise UnsafeCheckpoint(
+                f"{f}: refused, it holds objects that only code execution could rebuild{what}; fgclip loads "
+                "training state with weights_only=True. Resume only from checkpoints written by fgclip-train, or "
+                "start afresh with --runtime.resume=false in a new output_dir"
+            ) from err
+
+    torch.load = safe_load
+    try:
+        yield
+    finally:
+        torch.load = real_load
 
 
 def _barrier() -> None:
@@ -128,8 +174,9 @@ class Checkpointer:
         latest = self.latest()
         if latest is None:
             return None
-        _, client = engine.load_checkpoint(str(latest), tag="deepspeed", load_lr_scheduler_states=True)
-        rng_file = latest / "rng" / f"rank{self.rank}.pt"
-        if rng_file.is_file():
-            set_rng_state(torch.load(rng_file, weights_only=True))
+        with weights_only_loading():
+            _, client = engine.load_checkpoint(str(latest), tag="deepspeed", load_lr_scheduler_states=True)
+            rng_file = latest / "rng" / f"rank{self.rank}.pt"
+            if rng_file.is_file():
+                set_rng_state(torch.load(rng_file))
         return (client or {}).get("trainer") or json.loads((latest / "trainer_state.json").read_text())

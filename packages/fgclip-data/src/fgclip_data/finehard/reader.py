@@ -38,8 +38,15 @@ def record_files(path: str | Path) -> list[Path]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     if path.suffix == ".txt":
-        listed = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        return [p if p.is_absolute() else path.parent / p for p in map(Path, listed)]
+        try:
+            listed = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as err:
+            raise DataError("not a text listing of record files (binary content)", str(path)) from err
+        files = [p if p.is_absolute() else path.parent / p for p in map(Path, listed)]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path} lists record files that do not exist: {', '.join(missing[:3])}")
+        return files
     return [path]
 
 
@@ -53,25 +60,32 @@ def _first_char(path: Path) -> str:
 
 
 def iter_raw(path: Path, report: Report) -> Iterator[tuple[int, object]]:
-    """(index, decoded JSON value) of every record in one file; malformed JSON is reported, never fatal unless
-    the report is strict."""
-    if _first_char(path) == "[":
+    """(index, decoded JSON value) of every record in one file; malformed JSON (truncated, binary, not UTF-8) and
+    empty files are reported by kind, never fatal unless the report is strict."""
+    first = _first_char(path)
+    if not first:
+        report.problem("empty record file", str(path))
+        return
+    if first == "[":
         index = -1
         with open(path, "rb") as f:
             try:
                 for index, item in enumerate(ijson.items(f, "item", use_float=True)):
                     yield index, item
-            except ijson.JSONError as err:
-                report.problem(f"malformed JSON array ({err}); rest of the file skipped", str(path), index + 1)
+            except (ijson.JSONError, UnicodeDecodeError, ValueError) as err:
+                reason = "truncated JSON array" if "incomplete" in str(err).lower() else "malformed JSON array"
+                report.problem(f"{reason}; rest of the file skipped", str(path), index + 1)
         return
-    with open(path, encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            if not line.strip():
+    with open(path, "rb") as f:
+        for index, raw in enumerate(f):
+            if not raw.strip():
                 continue
             try:
-                yield index, json.loads(line)
-            except json.JSONDecodeError as err:
-                report.problem(f"malformed JSON line ({err.msg})", str(path), index)
+                yield index, json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                report.problem("line is not UTF-8 text (binary file?)", str(path), index)
+            except json.JSONDecodeError:
+                report.problem("malformed JSON line", str(path), index)
 
 
 def iter_records(path: str | Path, report: Report | None = None) -> Iterator[RecordRef]:
@@ -85,6 +99,8 @@ def iter_records(path: str | Path, report: Report | None = None) -> Iterator[Rec
             except DataError as err:
                 report.problem(f"invalid record: {err.reason}", err.file, err.record, err.field)
                 continue
+            for k, reason in record.dropped_boxes:
+                report.problem(f"malformed box dropped ({reason})", str(file), index, f"bbox_info.{k}.bbox")
             report.count("records")
             yield RecordRef(str(file), index, record)
 

@@ -2,12 +2,15 @@
 
 The reference script merges the URL->key maps into a *list* (so every lookup fails inside a bare ``except``)
 and only scans the top level of each download folder, while img2dataset writes into shard sub-folders: it most
-likely renames nothing (spec fgclip-v1 §4, bugs 29–31). Here:
+likely renames nothing. Here:
 
 * the maps are merged into one dict; a URL mapped to two different keys is reported (first wins);
 * download folders are walked recursively, reading img2dataset's per-image ``<key>.json`` metadata;
 * every copy is atomic (temporary file + rename), sources are never modified or deleted, an existing
-  destination is never overwritten (identical content counts as already done, so reruns are idempotent);
+  destination image or ``{key}.json`` sidecar is never overwritten (identical content counts as already done, so
+  reruns are idempotent);
+* a malformed url2key entry (a key that is not a string) or metadata file (unreadable, not an object, a key
+  that is not a plain name) is counted and skipped; the rest of the rename proceeds;
 * keys that are not plain file names (``/``, ``..``, absolute paths) are refused;
 * the report counts copied, already present, unmapped URLs, failed downloads, duplicates, conflicts and the
   mapped keys that have no downloaded image.
@@ -43,11 +46,14 @@ def load_url2key(folder: str | Path, report: Report) -> dict[str, str]:
         with open(file, "rb") as f:
             try:
                 for url, key in ijson.kvitems(f, ""):
+                    if not isinstance(key, str):
+                        report.problem("url2key value is not a string (entry ignored)", str(file), field=url)
+                        continue
                     previous = mapping.setdefault(url, key)
                     if previous != key:
                         report.problem("URL mapped to two different keys (first kept)", str(file), field=url)
-            except ijson.JSONError as err:
-                report.problem(f"malformed url2key JSON ({err}); rest of the file skipped", str(file))
+            except (ijson.JSONError, UnicodeDecodeError, ValueError):
+                report.problem("malformed url2key JSON; rest of the file skipped", str(file))
     report.count("mapped URLs", len(mapping))
     return mapping
 
@@ -73,14 +79,18 @@ def iter_downloads(download_root: str | Path, report: Report) -> Iterator[Downlo
                 if meta.name.endswith("_stats.json"):
                     continue
                 try:
-                    data = json.loads(meta.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                    data = json.loads(meta.read_text(encoding="utf-8"))
+                except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
                     report.problem("unreadable download metadata", str(meta))
                     continue
                 if not isinstance(data, dict) or "url" not in data:
                     continue
-                image = meta.with_name(f"{data.get('key', meta.stem)}.jpg")
-                yield Download(meta, image, str(data["url"]), str(data.get("status", "success")), parent.name, sub.name)
+                key = data.get("key", meta.stem)
+                if not isinstance(key, str) or not SAFE_KEY.match(key) or not isinstance(data["url"], str):
+                    report.problem("download metadata with a malformed key or url", str(meta))
+                    continue
+                image = meta.with_name(f"{key}.jpg")
+                yield Download(meta, image, data["url"], str(data.get("status", "success")), parent.name, sub.name)
 
 
 def _atomic_copy(src: Path, dst: Path, link: bool) -> None:
@@ -133,6 +143,13 @@ def rename(
         if claimed.setdefault(target, item.url) != item.url:
             report.problem("two URLs map to the same key (second ignored)", str(item.meta), field="url")
             continue
+        meta = json.loads(item.meta.read_text(encoding="utf-8"))
+        meta["key"] = key
+        sidecar_text = json.dumps(meta, indent=4, ensure_ascii=False)
+        sidecar = target.with_suffix(".json")
+        if sidecar.exists() and sidecar.read_bytes() != sidecar_text.encode():
+            report.problem("destination metadata exists with other content: not overwritten", str(sidecar))
+            continue
         if target.exists():
             if filecmp.cmp(item.image, target, shallow=False):
                 report.count("already present")
@@ -143,11 +160,10 @@ def rename(
         if dry_run:
             continue
         _atomic_copy(item.image, target, link)
-        meta = json.loads(item.meta.read_text())
-        meta["key"] = key
-        tmp = target.with_name(f".{key}.json.tmp")
-        tmp.write_text(json.dumps(meta, indent=4, ensure_ascii=False))
-        os.replace(tmp, target.with_suffix(".json"))
+        if not sidecar.exists():
+            tmp = target.with_name(f".{key}.json.tmp")
+            tmp.write_text(sidecar_text)
+            os.replace(tmp, sidecar)
     missing = sum(1 for url in mapping if url not in seen_urls)
     if missing:
         report.count("mapped keys without a downloaded image", missing)

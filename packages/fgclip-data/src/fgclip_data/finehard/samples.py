@@ -9,8 +9,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from fgclip_data.images import BadImage, decode_rgb
 from fgclip_data.report import Report
 from fgclip_data.schema import FineHARDRecord
 
@@ -74,15 +75,13 @@ def clip_box(xyxy, min_size: float) -> tuple[tuple[float, float, float, float] |
     return clipped, ("box outside [0, 1] clipped" if clipped != (x1, y1, x2, y2) else None)
 
 
-def load_image(path, report: Report, where: str) -> Image.Image | None:
-    """The image as RGB, or None (reported) when it is missing or cannot be decoded."""
+def load_image(path, report: Report, where: str, target: int | None = None) -> Image.Image | None:
+    """The image as RGB, or None (reported by kind: missing, corrupt, over the pixel limit) when it cannot be used;
+    ``target``: the side it will be resized to (huge JPEGs then decode at a reduced scale)."""
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        report.problem("missing image", where)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        report.problem(f"corrupt image ({type(err).__name__})", where)
+        return decode_rgb(path, target)
+    except BadImage as err:
+        report.problem(err.reason, where)
     return None
 
 

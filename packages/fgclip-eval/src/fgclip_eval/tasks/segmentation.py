@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import shard, world
-from ..images import open_rgb
+from ..images import UnreadableImage, open_rgb
 from ..metrics import confusion_matrix, mean_iou
 from . import MissingDataset, NotApplicable, Task, register, require
 from .classification import clean, templates, zero_shot_classifier
@@ -179,7 +179,11 @@ def read_label(path: Path, spec: SegSet) -> torch.Tensor:
 
     if not path.is_file():
         raise MissingDataset(f"missing label map {path}")
-    label = torch.from_numpy(np.array(Image.open(path), dtype=np.int64))
+    try:
+        with Image.open(path) as image:
+            label = torch.from_numpy(np.array(image, dtype=np.int64))
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as err:
+        raise UnreadableImage(f"unreadable label map ({type(err).__name__}): {path}") from err
     if spec.reduce_zero_label:
         label = torch.where(label == 0, IGNORE, label - 1)
         label[label == IGNORE - 1] = IGNORE
