@@ -79,7 +79,7 @@ def test_non_finite_loss_names_step_and_term(tiny_overrides, monkeypatch):
     base = [*tiny_overrides, "--schedule.max_steps=2", "--runtime.eval_before=false", "--runtime.eval_after=false"]
     with pytest.raises(NonFiniteLoss, match=r"step 1: non-finite loss term\(s\) loss, loss_region"):
         _run(base)
-    results = _run([*base, "--loss.on_nonfinite=skip", "--runtime.resume=false"])
+    results = _run([*base, "--loss.on_nonfinite=skip", "--runtime.resume=false", "--runtime.overwrite=true"])
     assert results["steps"] == 2 and results["skipped"] == {"non-finite loss (step skipped)": 2}
 
 

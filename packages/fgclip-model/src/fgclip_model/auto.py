@@ -30,6 +30,7 @@ from fgclip_model.fgclip.processing import FGCLIPProcessor
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model, FGCLIP2TextConfig, FGCLIP2VisionConfig
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor, Fgclip2ImageProcessor
 from fgclip_model.fgclip2.processing import FGCLIP2Processor
+from fgclip_model.loading import check_checkpoint_files
 from fgclip_model.longclip.processing import LongCLIPProcessor
 
 _registered = False
@@ -164,6 +165,8 @@ def load(path_or_id: str | os.PathLike, **kwargs):
     """
     path = resolve(path_or_id)
     family = FAMILIES[detect_family(path)]
+    if path.is_dir():
+        check_checkpoint_files(path)  # a truncated or forged file is one clear error, before transformers reads it
     if path.is_file():
         if family.from_file is None:
             raise ValueError(f"{path}: a single-file checkpoint of this family cannot be loaded; pass its folder")

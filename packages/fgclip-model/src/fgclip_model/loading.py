@@ -1,6 +1,50 @@
-"""Strict checkpoint loading shared by the fgclip model classes."""
+"""Strict checkpoint loading shared by the fgclip model classes, and a header check of safetensors files."""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SAFETENSORS_HEADER_LIMIT = 100_000_000  # bytes: what the safetensors format itself accepts
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``path`` when it is not a complete safetensors file: shorter than its header
+    length field, a header over the format's 100 MB limit or not JSON, or tensors past the end of the file
+    (a truncated download). Reads only the header."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: truncated safetensors file ({size} bytes); download it again")
+        length = int.from_bytes(head, "little")
+        if length > SAFETENSORS_HEADER_LIMIT:
+            raise ValueError(f"{path}: safetensors header of {length} bytes, over the format's limit: not a valid file")
+        if 8 + length > size:
+            raise ValueError(f"{path}: truncated safetensors file (header of {length} bytes, file of {size})")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ValueError(f"{path}: the safetensors header is not valid JSON: not a valid file") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the safetensors header is not a mapping: not a valid file")
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"{path}: malformed safetensors header (tensor entries without data_offsets)") from err
+    if 8 + length + end > size:
+        raise ValueError(
+            f"{path}: truncated safetensors file (its header describes {8 + length + end} bytes, the file has "
+            f"{size}); download it again"
+        )
+
+
+def check_checkpoint_files(folder: str | os.PathLike) -> None:
+    """:func:`check_safetensors` on every ``*.safetensors`` of a checkpoint folder."""
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        check_safetensors(file)
 
 
 class StrictLoadingMixin:
@@ -13,6 +57,8 @@ class StrictLoadingMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, strict: bool = True, **kwargs):
         want_info = kwargs.pop("output_loading_info", False)
+        if Path(pretrained_model_name_or_path).is_dir():
+            check_checkpoint_files(pretrained_model_name_or_path)
         try:
             model, info = super().from_pretrained(
                 pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs

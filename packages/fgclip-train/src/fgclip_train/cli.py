@@ -49,6 +49,17 @@ def format_metrics(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _one_line(err: ValueError) -> str:
+    """pydantic's multi-line report as one line: ``field: message`` for each error."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"] for e in err.errors()
+        )
+    return str(err)
+
+
 def main(argv: list[str] | None = None, prog: str = "stage2", description: str | None = None) -> int:
     args, overrides = build_parser(prog, description).parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
@@ -58,15 +69,22 @@ def main(argv: list[str] | None = None, prog: str = "stage2", description: str |
     try:
         config = load_config(args.config, overrides, args.preset)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
-        print(f"stage2: invalid configuration: {err}", file=sys.stderr)
+        print(f"{prog}: invalid configuration: {_one_line(err)}", file=sys.stderr)
         return 2
     if args.show_config:
-        print(dump_config(config), end="")
+        print(dump_config(config, comments=True), end="")
         return 0
+    from fgclip_data.report import DataError
+
+    from .checkpoint import UnsafeCheckpoint
     from .loop import finish_distributed, train
+    from .preflight import RunError
 
     try:
         results = train(config)
+    except (RunError, UnsafeCheckpoint, DataError, FileNotFoundError) as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
     finally:
         finish_distributed()
     if results is not None and results.get("steps") is not None:

@@ -54,18 +54,20 @@ class DataConfig(_Strict):
     shuffle_buffer: int = Field(
         1000, ge=0, description="shards: samples each loader worker draws its next one from (encoded bytes in memory)"
     )
-    fgshapes_n: int = 5000
+    fgshapes_n: int = Field(5000, gt=0)
     fgshapes_lang: Literal["en", "both"] = Field("en", description="both: also train on FG-Shapes' Chinese captions")
     fgshapes_seed: int = 0
     tokenizer: str | None = Field(None, description="tokenizer folder; null: init's, or one built for FG-Shapes")
-    max_boxes: int = 4
-    negatives: int | None = 10
+    max_boxes: int = Field(4, ge=0)
+    negatives: int | None = Field(10, gt=0)
     region_caption: Literal["random", "short", "long"] = "random"
     short_prefix: str = Field("a photo of ", description="prepended to English short captions (the reference)")
-    image_size: int | None = Field(None, description="v1: square image side (default: the model's)")
-    max_num_patches: int | None = Field(64, description="v2: fixed patch budget; null: the reference's batch bucket")
-    workers: int = 0
-    val_limit: int | None = 1000
+    image_size: int | None = Field(None, gt=0, description="v1: square image side (default: the model's)")
+    max_num_patches: int | None = Field(
+        64, gt=0, description="v2: fixed patch budget; null: the reference's batch bucket"
+    )
+    workers: int = Field(0, ge=0)
+    val_limit: int | None = Field(1000, gt=0)
 
 
 class LossConfig(_Strict):
@@ -74,31 +76,31 @@ class LossConfig(_Strict):
     long_text: bool = True
     region: bool = True
     hard_negatives: bool = True
-    region_weight: float | None = Field(None, description="default: 0.1 (v1), 0.2 (v2)")
-    hard_weight: float = 0.5
-    tic_weight: float = 0.1
+    region_weight: float | None = Field(None, ge=0, description="default: 0.1 (v1), 0.2 (v2)")
+    hard_weight: float = Field(0.5, ge=0)
+    tic_weight: float = Field(0.1, ge=0)
     on_nonfinite: Literal["error", "skip"] = "error"
 
 
 class OptimConfig(_Strict):
-    lr: float = 1e-6
-    text_lr: float | None = None
-    weight_decay: float = 0.001
+    lr: float = Field(1e-6, gt=0)
+    text_lr: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.001, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float | None = Field(None, description="DeepSpeed gradient_clipping (the reference had none)")
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float | None = Field(None, ge=0, description="DeepSpeed gradient_clipping (the reference had none)")
     decay_embeddings_and_scales: bool = Field(
         True, description="the reference decays embeddings, class token and temperatures; false exempts them"
     )
 
 
 class ScheduleConfig(_Strict):
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = Field(32, description="per-device micro batch")
-    grad_accum: int = 1
-    warmup_steps: int | None = None
-    warmup_ratio: float = 0.0
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0, description="per-device micro batch")
+    grad_accum: int = Field(1, gt=0)
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
     scheduler: Literal["cosine", "constant"] = "cosine"
     seed: int = 42
 
@@ -110,15 +112,18 @@ class RuntimeConfig(_Strict):
     zero_stage: Literal[0, 1, 2, 3] = 2
     deepspeed_config: str | None = Field(None, description="a DeepSpeed JSON to start from (default: shipped zero2/3)")
     output_dir: str = "runs/stage2"
-    save_every: int | None = Field(None, description="steps between checkpoints (default: end of run only)")
-    save_total_limit: int | None = 3
-    resume: bool = True
-    log_every: int = 1
+    save_every: int | None = Field(None, gt=0, description="steps between checkpoints (default: end of run only)")
+    save_total_limit: int | None = Field(3, gt=0)
+    resume: bool = Field(True, description="continue from the newest checkpoint in output_dir")
+    overwrite: bool = Field(
+        False, description="start afresh in an output_dir that holds an earlier run, removing that run's files"
+    )
+    log_every: int = Field(1, gt=0)
     tensorboard: bool = False
     wandb: bool = False
     eval_before: bool = True
     eval_after: bool = True
-    threads: int | None = None
+    threads: int | None = Field(None, gt=0)
 
 
 class TrainConfig(_Strict):
@@ -277,9 +282,7 @@ def load_config(
     """Preset, then the YAML file, then the overrides; validated as one :class:`TrainConfig`."""
     data: dict[str, Any] = {}
     if file is not None:
-        data = yaml.safe_load(Path(file).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{file}: a config file must be a mapping")
+        data = read_config_file(file)
     for text in overrides:
         path, value = parse_override(text)
         if path == ["preset"]:
@@ -297,5 +300,52 @@ def load_config(
     return TrainConfig.model_validate(merged)
 
 
-def dump_config(config: TrainConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def read_config_file(file: str | os.PathLike) -> dict[str, Any]:
+    """The settings of a YAML (or JSON) config file; a clear ``ValueError`` naming the file when it is missing,
+    empty, binary or not a mapping, or is not valid YAML (with the line)."""
+    path = Path(file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ValueError(f"config file {path} does not exist") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not text (binary content); expected YAML") from err
+    if not text.strip():
+        raise ValueError(f"config file {path} is empty; expected YAML settings (see --show-config)")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"config file {path} is not valid YAML{at}: {getattr(err, 'problem', err)}") from err
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {path} must be a mapping of sections (see --show-config), not {type(data).__name__}"
+        )
+    return data
+
+
+def dump_config(config: TrainConfig, comments: bool = False) -> str:
+    """The config as YAML; ``comments`` adds each field's description and its constraint (``> 0`` ...)."""
+    if not comments:
+        return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    lines = []
+    for name, value in config.model_dump(mode="json").items():
+        section = getattr(config, name)
+        if not isinstance(section, BaseModel):
+            lines.append(yaml.safe_dump({name: value}, sort_keys=False, allow_unicode=True).rstrip())
+            continue
+        doc = (type(section).__doc__ or "").strip().splitlines()
+        lines.append(f"{name}:" + (f"  # {doc[0]}" if doc else ""))
+        for field, info in type(section).model_fields.items():
+            text = yaml.safe_dump({field: value[field]}, sort_keys=False, allow_unicode=True, width=1_000).rstrip()
+            note = "; ".join(filter(None, [info.description, _constraint(info)]))
+            body = "\n".join("  " + line for line in text.splitlines())
+            lines.append(body + (f"  # {note}" if note and "\n" not in text else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _constraint(info) -> str:
+    symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    parts = [f"{symbols[k]} {getattr(m, k)}" for m in info.metadata for k in symbols if hasattr(m, k)]
+    return " and ".join(parts)

@@ -18,6 +18,7 @@ from .engine import DistEnv, build_engine, setup_distributed
 from .families import get_family
 from .metrics import MetricsLogger
 from .model import parameter_groups
+from .preflight import RunError, check_output_dir, check_paths, clear_earlier_run
 
 MAX_CONSECUTIVE_SKIPS = 10
 LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "loss_hard")
@@ -60,15 +61,25 @@ def train(config: TrainConfig) -> dict:
     """Run stage 2 as configured; returns the validation metrics before / after and the run's figures."""
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
+    out_dir = Path(config.runtime.output_dir)
+    # every check that can fail on the configuration, before any process group or engine exists (all ranks
+    # read the same files, so all raise the same RunError)
+    check_paths(config)
+    check_output_dir(config, resumable=Checkpointer(out_dir, None, 0).latest() is not None)
     # data first: FG-Shapes generation forks worker processes, which must happen before the process group's
     # threads exist; concurrent ranks are serialised by the generator's lock file
     sources, records, val_records = read_sources(config)
+    if records is not None and not records:
+        raise RunError(f"data.train: {sources.train} holds no valid record (every record was rejected)")
     env = setup_distributed()
     torch.manual_seed(config.schedule.seed)
-    out_dir = Path(config.runtime.output_dir)
     if env.main:
+        if config.runtime.overwrite:
+            clear_earlier_run(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(dump_config(config))
+    if dist.is_initialized():
+        dist.barrier()  # the earlier run is gone on every rank's view before anything is written
 
     family = get_family(config.model.family)
     tokenizer = load_tokenizer(config, training_records(sources, records))
