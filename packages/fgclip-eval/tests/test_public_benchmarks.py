@@ -286,3 +286,52 @@ def test_bad_benchmark_files_are_reported_not_raised(models, benchmark_root, tmp
     assert "i2t_r1" in results["flickr30k"]
     err = capsys.readouterr().err
     assert str(broken) in err and f"{cna}:11" in err
+
+
+def test_hostile_models_and_images_are_one_line_each(models, benchmark_root, tmp_path, capsys):
+    """A pickle planted as a .pt or as a folder's weights is refused (its code never runs), an incomplete
+    safetensors file is named, and a decompression bomb among the images skips its task with the reason."""
+    import struct
+    import zlib
+
+    import torch
+
+    class WritesMarker:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "marker"), "w"))
+
+    root, _ = benchmark_root
+    base = ["--data-root", str(root), "--tasks", "coco", "--workers", "0", "--quiet", "--output", str(tmp_path / "o")]
+    torch.save({"token_embedding.weight": WritesMarker()}, tmp_path / "longclip-evil.pt")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(models["v2_s1_fixed"], pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save({"logit_scale": WritesMarker()}, pickled / "pytorch_model.bin")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(models["v2_s1_fixed"], truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    for model, message in (
+        (tmp_path / "longclip-evil.pt", "refused: it holds objects other than tensors"),
+        (pickled, "refused, a weight file holds objects that only code execution could rebuild"),
+        (truncated, "truncated safetensors file"),
+    ):
+        capsys.readouterr()
+        assert main(["--model", str(model), *base]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "marker").exists()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    data = tmp_path / "data"
+    shutil.copytree(root / "coco", data / "coco")
+    bomb = data / "coco" / "images" / "val2017" / "000000000004.jpg"
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    out = tmp_path / "out"
+    args = ["--model", str(models["v1_s0"]), "--data-root", str(data), "--tasks", "coco", "--output", str(out)]
+    assert main([*args, "--workers", "0", "--quiet"]) == 1  # every task skipped
+    skipped = _results(out)["results"]["coco"]["skipped"]
+    assert skipped == f"image over the pixel limit (decompression bomb): {bomb}"

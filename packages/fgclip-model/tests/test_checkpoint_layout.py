@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -114,3 +115,44 @@ def test_config_forces_clip_special_ids(golden):
     assert (config.text_config.bos_token_id, config.text_config.eos_token_id) == (49406, 49407)
     assert config.text_config.pad_token_id == 49407
     assert config.long_max_position_embeddings == 248 and config.long_keep_positions == 20
+
+
+def test_safetensors_headers_are_checked_before_loading(golden, tmp_path):
+    import fgclip_model
+    from fgclip_model.loading import check_safetensors
+
+    folder = tmp_path / "model"
+    shutil.copytree(golden / "v2_s0_dynamic" / "model", folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    check_safetensors(weights)  # the intact file passes
+    cases = {
+        data[:5]: "truncated safetensors file (5 bytes)",
+        data[:-1]: "truncated safetensors file (its header describes",
+        (2**40).to_bytes(8, "little") + data[8:]: "over the format's limit",
+        (16).to_bytes(8, "little") + b"\xff" * 16 + data[24:]: "header is not valid JSON",
+        (4).to_bytes(8, "little") + b"[1,]": "header is not valid JSON",
+        (2).to_bytes(8, "little") + b"[]": "header is not a mapping",
+    }
+    for content, message in cases.items():
+        weights.write_bytes(content)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fgclip_model.load(folder)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            fgclip_model.FGCLIP2Model.from_pretrained(folder)
+
+
+def test_pickled_weight_files_are_refused_not_run(golden, tmp_path):
+    import fgclip_model
+
+    class WritesMarker:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "marker"), "w"))
+
+    folder = tmp_path / "model"
+    shutil.copytree(golden / "v2_s0_dynamic" / "model", folder)
+    (folder / "model.safetensors").unlink()
+    torch.save({"logit_scale": WritesMarker()}, folder / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="refused, a weight file holds objects that only code execution"):
+        fgclip_model.load(folder)
+    assert not (tmp_path / "marker").exists()

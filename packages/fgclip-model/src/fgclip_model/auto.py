@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,12 +168,18 @@ def load(path_or_id: str | os.PathLike, **kwargs):
     family = FAMILIES[detect_family(path)]
     if path.is_dir():
         check_checkpoint_files(path)  # a truncated or forged file is one clear error, before transformers reads it
-    if path.is_file():
-        if family.from_file is None:
-            raise ValueError(f"{path}: a single-file checkpoint of this family cannot be loaded; pass its folder")
-        model = family.from_file(path, **kwargs)
-    else:
-        model = family.model_class.from_pretrained(path, **kwargs)
+    try:
+        if path.is_file():
+            if family.from_file is None:
+                raise ValueError(f"{path}: a single-file checkpoint of this family cannot be loaded; pass its folder")
+            model = family.from_file(path, **kwargs)
+        else:
+            model = family.model_class.from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError as err:  # a pickled (.bin / .pt) weight file asking for more than tensors
+        raise ValueError(
+            f"{path}: refused, a weight file holds objects that only code execution could rebuild (weights load "
+            "with weights_only=True); use a safetensors copy of the checkpoint"
+        ) from err
     image_size = getattr(model.config.vision_config, "image_size", None)
     processor = family.processor_class.from_pretrained(path, image_size=image_size, max_lengths=text_lengths(model))
     return model.eval(), processor

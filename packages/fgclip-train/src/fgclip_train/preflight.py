@@ -59,9 +59,7 @@ def earlier_run(output_dir: Path) -> list[str]:
     """The files of an earlier run in ``output_dir`` (empty when there is none)."""
     if not output_dir.is_dir():
         return []
-    return sorted(
-        p.name for p in output_dir.iterdir() if p.name in RUN_FILES or p.name.startswith(RUN_DIR_PREFIXES)
-    )
+    return sorted(p.name for p in output_dir.iterdir() if p.name in RUN_FILES or p.name.startswith(RUN_DIR_PREFIXES))
 
 
 def check_output_dir(config: TrainConfig, resumable: bool) -> None:
