@@ -4,11 +4,14 @@ non-finite losses are handled as documented."""
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 
 import pytest
 import torch
 
 import fgclip_model
+from fgclip_data.images import BOMB
 from fgclip_train.config import load_config
 from fgclip_train.loop import NonFiniteLoss, train
 
@@ -83,6 +86,17 @@ def test_non_finite_loss_names_step_and_term(tiny_overrides, monkeypatch):
     assert results["steps"] == 2 and results["skipped"] == {"non-finite loss (step skipped)": 2}
 
 
+def _bomb_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+BOMB_PNG = _bomb_png()
+
+
 def test_bad_samples_are_counted_not_fatal(tiny_overrides, fgshapes_cache, tmp_path):
     _run([*tiny_overrides, "--schedule.max_steps=1", "--runtime.eval_before=false", "--runtime.eval_after=false"])
     images = next(fgshapes_cache.glob("fgshapes-n120-*")) / "grit-12m" / "coyo_image_0" / "00000"
@@ -91,8 +105,10 @@ def test_bad_samples_are_counted_not_fatal(tiny_overrides, fgshapes_cache, tmp_p
     try:
         for p in broken[:10]:
             p.unlink()
-        for p in broken[10:]:
+        for p in broken[10:15]:
             p.write_bytes(b"broken")
+        for p in broken[15:]:  # decompression bombs: a header declaring 9e8 pixels
+            p.write_bytes(BOMB_PNG)
         results = _run(
             [
                 *tiny_overrides,
@@ -106,9 +122,10 @@ def test_bad_samples_are_counted_not_fatal(tiny_overrides, fgshapes_cache, tmp_p
         for p, data in saved:
             p.write_bytes(data)
     assert results["steps"] == 6
-    assert results["skipped"].get("missing or corrupt image", 0) > 0
+    kinds = set(results["skipped"])
+    assert kinds == {"missing image", "corrupt image (UnidentifiedImageError)", BOMB}, kinds
     rows = [json.loads(line) for line in (tmp_path / "bad" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["skipped"] == results["skipped"]["missing or corrupt image"]
+    assert rows[-1]["skipped"] == sum(results["skipped"].values())
     assert torch.isfinite(torch.tensor(rows[-1]["loss"]))
 
 

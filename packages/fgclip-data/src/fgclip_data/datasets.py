@@ -18,7 +18,8 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from fgclip_data.finehard.paths import resolve_image_path
 from fgclip_data.finehard.reader import RecordRef, iter_records, read_records
-from fgclip_data.finehard.samples import SampleOptions, Skipped, build_sample, load_image
+from fgclip_data.finehard.samples import SampleOptions, Skipped, build_sample
+from fgclip_data.images import BadImage, decode_rgb
 from fgclip_data.report import Report, where
 
 
@@ -32,6 +33,11 @@ class ImageResize:
 
     def __init__(self, square: int | None = None, tiny: tuple[int, int] | None = None) -> None:
         self.square, self.tiny = square, tiny
+
+    @property
+    def target(self) -> int | None:
+        """The side images end up near (lets huge JPEGs decode at a reduced scale), when it is known."""
+        return self.square
 
     def __call__(self, image: Image.Image) -> Image.Image:
         if self.square:
@@ -57,9 +63,11 @@ class _SampleMaker:
         except ValueError as err:
             self.report.problem(str(err), ref.file, ref.index, "f_path")
             return Skipped("f_path outside the image root", at)
-        image = load_image(path, self.report, at)
-        if image is None:
-            return Skipped("missing or corrupt image", at)
+        try:
+            image = decode_rgb(path, self.resize.target)
+        except BadImage as err:
+            self.report.problem(err.reason, at)
+            return Skipped(err.reason, at)  # by kind: missing, corrupt (...), over the pixel limit
         return self.build(ref.record, image, at, f"{ref.file}:{ref.index}")
 
     def build(self, record, image: Image.Image, at: str, key: str):
