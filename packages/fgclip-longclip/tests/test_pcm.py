@@ -101,8 +101,8 @@ def test_load_from_a_longclip_pt_and_missing_paths(golden, tmp_path):
 
 
 def test_reference_bugs_stay_fixed(golden, tmp_path, clip_tokenizer):
-    """Long-CLIP spec §6: the stretch of an fp16 OpenAI table is computed in fp32; the sampler reshuffles every
-    epoch; short captions are not padded to 248 tokens."""
+    """Reference bugs of Long-CLIP: the stretch of an fp16 OpenAI table is computed in fp32; the sampler reshuffles
+    every epoch; short captions are not padded to 248 tokens."""
     state = torch.load(golden / "longclip_s0" / "longclip-tiny.pt", weights_only=True)
     openai = {k: v.half() for k, v in state.items() if k != "positional_embedding_res"}
     openai["positional_embedding"] = state["positional_embedding"][:77].half()

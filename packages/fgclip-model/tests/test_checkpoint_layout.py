@@ -1,4 +1,4 @@
-"""The state-dict contract of spec fgclip-v1 §1.9 and loud failures on incomplete checkpoints."""
+"""The state-dict contract of the released FG-CLIP checkpoints and loud failures on incomplete checkpoints."""
 
 from __future__ import annotations
 

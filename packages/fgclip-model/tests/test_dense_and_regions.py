@@ -1,4 +1,4 @@
-"""Dense features (the attention-free last block) and RoI / region features (spec fgclip-v1 §1.6, §1.7)."""
+"""Dense features (the attention-free last block) and RoI / region features as the reference computes them."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from fgclip_model.longclip import (
 
 
 def _index_form(p: torch.Tensor) -> torch.Tensor:
-    """The reference's loops, written out (spec longclip §1.2), in float64."""
+    """The reference's loops, written out, in float64."""
     q = torch.zeros(248, p.shape[1], dtype=torch.float64)
     q[:20] = p[:20]
     for i in range(56):

@@ -1,4 +1,4 @@
-"""Collators: samples -> the batch layout of the models' stage-2 forward (spec fgclip-v1 §2.6, fgclip-v2 §2.4).
+"""Collators: samples -> the batch layout of the models' stage-2 forward (the reference collators').
 
 Tokenizers and image processors are passed in and used by duck typing (this package never imports
 fgclip_model): ``tokenizer(texts, padding=..., truncation=True, max_length=..., return_tensors="pt")`` and

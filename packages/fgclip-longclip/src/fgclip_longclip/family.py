@@ -11,8 +11,8 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 from fgclip_data import FGCLIPCollator
 from fgclip_data.tokenizer import CLIP_VOCAB
 from fgclip_model.longclip import clip_to_longclip
-from fgclip_train.config import PRESETS, TrainConfig
-from fgclip_train.families import Family, register_family
+from fgclip_train import Family, TrainConfig, register_family
+from fgclip_train.config import PRESETS
 from fgclip_train.model import enable_activation_checkpointing, promote_scalar_parameters
 from fgclip_train.validation import recall_at_1, validation_samples
 
@@ -123,7 +123,7 @@ LONGCLIP_PRESETS = {
         "schedule": {"epochs": 3, "batch_size": 32, "warmup_steps": 20, "seed": 0},
         "runtime": {"output_dir": "runs/longclip-fgshapes", "zero_stage": 2},
     },
-    # the reference recipe (spec longclip §2.3): ShareGPT4V (records converted with `fgclip-data sharegpt4v
+    # the reference recipe: ShareGPT4V (records converted with `fgclip-data sharegpt4v
     # convert`), 128 per GPU (global 2048 on 16 GPUs), lr 1e-6, AdamW wd 0.01 on everything but the frozen
     # rows, 200 warm-up steps then cosine, logit scale reset to ln 100, label smoothing 0.1, PCA dim 32.
     # Epochs: the code's default is 2, the training doc recommends 6 (the pre-fix code hard-coded 6): 6 here.

@@ -221,7 +221,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schedule": {"epochs": 2, "batch_size": 48, "warmup_steps": 20, "seed": 0},
         "runtime": {"output_dir": "runs/fgshapes-v1", "zero_stage": 2},
     },
-    # FG-CLIP v1 stage 2 (spec fgclip-v1 §2.3): 8 GPUs x 512, lr 1e-6, cosine, 200 warm-up steps, wd 0.001
+    # FG-CLIP v1 stage 2 (the reference's scripts/train.sh): 8 GPUs x 512, lr 1e-6, cosine, 200 warm-up steps, wd 0.001
     "fgclip-v1": {
         "model": {"family": "fgclip", "gradient_checkpointing": True},
         "data": {"max_boxes": 4, "negatives": 10, "image_size": 224},
@@ -237,8 +237,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "eval_after": False,
         },
     },
-    # FG-CLIP 2 stage 2 (spec fgclip-v2 §2.1): from SigLIP 2 NaFlex, 8 GPUs x 512, 6 epochs, lr 1e-6, wd 0.001,
-    # betas (0.9, 0.98), eps 1e-6, warm-up 3 %, cosine, per-batch patch bucket
+    # FG-CLIP 2 stage 2 (the reference's stage2_fgclip2.sh): from SigLIP 2 NaFlex, 8 GPUs x 512, 6 epochs, lr 1e-6,
+    # wd 0.001, betas (0.9, 0.98), eps 1e-6, warm-up 3 %, cosine, per-batch patch bucket
     "fgclip2": {
         "model": {"family": "fgclip2", "from_base": True, "gradient_checkpointing": True},
         "data": {"max_boxes": 4, "negatives": 10, "max_num_patches": None},

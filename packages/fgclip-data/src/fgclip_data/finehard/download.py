@@ -2,7 +2,7 @@
 
 FineHARD ships its URL lists as ``FineHARD/coyo_image_{i}/{k:05d}.parquet`` (i = 0..20, k = 0..99; the last
 parent stops at 00050). Each list goes to ``OUT/coyo_image_{i}/{k:05d}/`` with the reference options
-(spec fgclip-v1 §2.9): no resizing (images are still decoded and re-encoded, so corrupt files count as
+(as the FineHARD instructions run it): no resizing (images are still decoded and re-encoded, so corrupt files count as
 failures), parquet input with a ``url`` column, JPEG, 10 000 samples a shard, 10 s timeout, sha256 hashes.
 img2dataset's incremental mode skips finished shards, so rerunning the command resumes; lists that do not
 exist are skipped (the reference asked for ``coyo_image_20/00051..00099``).

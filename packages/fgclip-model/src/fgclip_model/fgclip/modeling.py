@@ -424,7 +424,7 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         gather=gather_with_grad,
         **_: object,
     ) -> FGCLIPStage2Output:
-        """FG-CLIP stage-2 losses for a batch in the reference layout (spec fgclip-v1 §2.6).
+        """FG-CLIP stage-2 losses for a batch in the reference collator's layout.
 
         * ``image`` [B, 3, S, S]; ``text_short`` [B, Ls] (≤ 77); ``text_long`` [B, Ll] (≤ 248, optional);
         * ``box_infos`` [B, S_b, 4] (or [B*S_b, 4]) normalised xyxy, ``box_texts`` [B*S_b, Ls], ``box_nums`` [B];

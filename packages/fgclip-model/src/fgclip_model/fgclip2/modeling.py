@@ -1,6 +1,6 @@
 """FG-CLIP 2: SigLIP 2 NaFlex with long-text / box-text heads, a dense-feature head and region features.
 
-Checkpoint compatible with the reference ``Fgclip2Model`` / ``FG_CLIP2_Model`` layout (spec fgclip-v2 §1.9).
+Checkpoint compatible with the reference ``Fgclip2Model`` / ``FG_CLIP2_Model`` state-dict layout.
 Differences from the reference code (its bugs, fixed):
 
 * long text of any length up to 196 tokens, short / box up to 64, clear errors beyond;
@@ -233,7 +233,7 @@ class FGCLIP2Stage2Output(ModelOutput):
 
 @dataclass
 class FGCLIP2LossWeights:
-    """Loss weights of the reference recipe (spec fgclip-v2 §2.5)."""
+    """Loss weights of the reference recipe."""
 
     region: float = 0.2
     tic: float = 0.1
@@ -472,7 +472,7 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         gather=gather_with_grad,
         **_: object,
     ) -> FGCLIP2Stage2Output:
-        """FG-CLIP 2 stage-2 losses (spec fgclip-v2 §2.5) for a batch in the reference layout.
+        """FG-CLIP 2 stage-2 losses (the reference trainer model's forward) for a batch in the reference layout.
 
         Global: ``L_sig(I, long) + L_sig(I, short)`` (texts gathered across ranks with ``gather``). Local:
         region InfoNCE, TIC over region texts, and the hard-negative block ``0.6·itc + 3·pair + 0.4·rank``.

@@ -11,7 +11,7 @@ def stretched_length(length: int = 77, ratio: int = 4, keep: int = 20) -> int:
 
 
 def stretch_positions(table: torch.Tensor, new_length: int = 248, keep: int = 20) -> torch.Tensor:
-    """Stretch a position table [N, D] to [new_length, D], Long-CLIP style (spec longclip §1.2).
+    """Stretch a position table [N, D] to [new_length, D], Long-CLIP style (knowledge-preserving stretching).
 
     Rows ``0..keep-1`` are copied. Row ``j ≥ keep`` is the linear interpolant of the table at fractional
     position ``keep + (j − keep)/ratio`` with ``ratio = (new_length − keep) / (N − keep)``, the last segment
