@@ -123,8 +123,10 @@ def test_release_to_a_local_index_and_install_from_it(index, tmp_path, golden):
     )
     published = []
     for name in ("fgclip-model", "fgclip-data"):
-        result = release.release(name, "patch", index, root=repo, username="fgclip", password="secret", tag=False)
-        assert result["version"] == "0.1.1" and result["published"]
+        result = release.release(
+            name, "patch", index, root=repo, publish_url=index, username="fgclip", password="secret"
+        )
+        assert result["version"] == "0.1.1" and result["published"] and result["tag"] is None  # one publisher
         published.append(result)
     # the bump rewrote nothing else: 0.1.1 is inside every dependent's >=0.1,<0.2
     assert all(not r["dependents_to_release"] for r in published)
@@ -185,7 +187,38 @@ def test_release_to_a_local_index_and_install_from_it(index, tmp_path, golden):
     about = release.about_file(repo / "packages" / "fgclip-model")
     about.write_text(about.read_text().replace("0.1.1", "0.1.0"))
     with pytest.raises(release.ReleaseError, match=r"0\.1\.1 is already on"):
-        release.release("fgclip-model", "patch", index, root=repo, username="fgclip", password="secret", tag=False)
+        release.release("fgclip-model", "patch", None, root=repo, publish_url=index, username="u", password="p")
+
+
+def test_tag_is_on_the_bump_commit_and_dependents_dry_run_before_their_siblings_are_published(tmp_path, monkeypatch):
+    """The default flow commits the bump and tags that commit (the workflow publishes it); a dependent whose new
+    sibling version is on no index yet still dry-runs, its siblings installed from wheels built on the spot."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", "dist", "runs", ".git", "__pycache__"))
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run(["git", "init", "--quiet", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "base"], check=True)
+    for variable in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.setenv(variable, "t")
+    for variable in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.setenv(variable, "t@example.invalid")
+    result = release.release("fgclip-data", "minor", None, root=repo)
+    assert result["tag"] == "fgclip-data-v0.2.0" and not result["published"]
+    assert result["next"].startswith("git push origin fgclip-data-v0.2.0")
+    tagged = subprocess.run(
+        [*git, "show", "fgclip-data-v0.2.0:packages/fgclip-data/src/fgclip_data/__about__.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert '__version__ = "0.2.0"' in tagged  # the tag points at the bump, not at the old version
+    log = subprocess.run([*git, "log", "--format=%s", "-1"], capture_output=True, text=True, check=True).stdout
+    assert log.strip() == "release: fgclip-data 0.2.0"
+    assert '"fgclip-data>=0.2,<0.3"' in (repo / "packages" / "fgclip-train" / "pyproject.toml").read_text()
+    # fgclip-data 0.2.0 is on no index: the dependent's smoke install takes it from the wheel built here
+    dry = release.release("fgclip-train", "patch", None, root=repo, dry_run=True)
+    assert dry["version"] == "0.1.1" and Path(dry["wheel"]).is_file() and dry["tag"] is None
 
 
 def test_dry_run_builds_checks_and_restores(tmp_path):

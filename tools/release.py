@@ -1,13 +1,20 @@
-"""Release one fgclip package: bump, changelog, dependents' ranges, build, check, smoke-install, publish, tag.
+"""Release one fgclip package: bump, changelog, dependents' ranges, build, check, smoke-install, commit, tag.
 
-    python tools/release.py PACKAGE {major,minor,patch} --index-url URL [--username U --password P] [--dry-run]
+    python tools/release.py PACKAGE {major,minor,patch} [--index-url URL] [--dry-run]
+    python tools/release.py PACKAGE {major,minor,patch} --publish-url URL [--username U --password P]
 
 Each package keeps its version in ``src/<module>/__about__.py`` (what ``hatch version`` reads). Sibling
 dependencies carry compatible ranges — ``>=0.Y,<0.(Y+1)`` for 0.x, ``>=X.Y,<(X+1)`` from 1.0 — and a bump that
 leaves a dependent's range behind rewrites it and names the dependents that then need a release. The wheel and
-sdist are built with ``uv build``, checked with ``twine check`` and ``check-wheel-contents``, installed alone in
-a fresh venv and imported, then published with ``uv publish`` and tagged ``<package>-v<version>``. ``--dry-run``
-does everything but publish and tag, and restores the files it changed.
+sdist are built with ``uv build``, checked with ``twine check`` and ``check-wheel-contents``, and installed alone
+in a fresh venv and imported; workspace siblings are installed from wheels built on the spot (``--find-links``),
+so a dependent can be checked before its siblings' new versions are on any index.
+
+One publisher per release. By default the bump is committed and the commit tagged ``<package>-v<version>``;
+pushing the tag makes the release workflow publish it to PyPI (trusted publishing). With ``--publish-url`` (a
+private index) this script uploads with ``uv publish`` and commits the bump but creates no tag, so the workflow
+never publishes the same version again. ``--dry-run`` does everything but commit, tag and publish, and restores
+the files it changed. ``--index-url`` is checked for an already released version.
 """
 
 from __future__ import annotations
@@ -139,9 +146,19 @@ def run(*cmd: str, cwd: Path | None = None) -> str:
     return done.stdout
 
 
+def build_siblings(root: Path, name: str, out: Path) -> None:
+    """Wheels of every other workspace package at its current (possibly just bumped) version, into ``out``."""
+    for sibling in packages(root):
+        if sibling != name:
+            run("uv", "build", "--package", sibling, "--wheel", "--out-dir", str(out), "--quiet", cwd=root)
+
+
 def smoke_install(root: Path, wheel: Path, name: str, index_url: str | None) -> None:
-    """Install the wheel alone (its dependencies pinned to uv.lock's versions) in a fresh venv and import it."""
+    """Install the wheel alone (its dependencies pinned to uv.lock's versions, workspace siblings from wheels built
+    here) in a fresh venv and import it."""
     with tempfile.TemporaryDirectory() as tmp:
+        siblings = Path(tmp) / "siblings"
+        build_siblings(root, name, siblings)
         venv, constraints = Path(tmp) / "venv", Path(tmp) / "constraints.txt"
         run(
             "uv",
@@ -157,7 +174,8 @@ def smoke_install(root: Path, wheel: Path, name: str, index_url: str | None) -> 
             cwd=root,
         )
         run("uv", "venv", "--quiet", "--python", sys.executable, str(venv))
-        extra = ["--extra-index-url", f"{index_url.rstrip('/')}/simple/"] if index_url else []
+        extra = ["--find-links", str(siblings)]
+        extra += ["--extra-index-url", f"{index_url.rstrip('/')}/simple/"] if index_url else []
         run(
             "uv",
             "pip",
@@ -188,14 +206,13 @@ def release(
     folders = packages(root)
     if name not in folders:
         raise ReleaseError(f"unknown package {name!r} (packages: {', '.join(folders)})")
-    if not dry_run and not index_url:
-        raise ReleaseError("--index-url is required to publish (or pass --dry-run)")
     folder = folders[name]
     old = read_version(folder)
     new = bump(old, part)
     version = text(new)
-    if index_url and already_published(index_url, name, version):
-        raise ReleaseError(f"{name} {version} is already on {index_url}: a version is released once")
+    for index in dict.fromkeys(filter(None, (index_url, publish_url and _index_of(publish_url)))):
+        if already_published(index, name, version):
+            raise ReleaseError(f"{name} {version} is already on {index}: a version is released once")
     touched = [about_file(folder), folder / "CHANGELOG.md", *(f / "pyproject.toml" for f in folders.values())]
     backup = {p: p.read_text() for p in touched if p.is_file()}
     try:
@@ -210,13 +227,20 @@ def release(
         run("twine", "check", "--strict", str(wheel), str(sdist))
         run("check-wheel-contents", str(wheel))
         smoke_install(root, wheel, name, index_url)
+        tag_name = None
         if not dry_run:
-            cmd = ["uv", "publish", "--publish-url", publish_url or index_url, str(wheel), str(sdist)]
-            if username:
-                cmd += ["--username", username, "--password", password or ""]
-            run(*cmd, cwd=root)
-            if tag and (root / ".git").exists():
-                run("git", "tag", f"{name}-v{version}", cwd=root)
+            if publish_url:  # this script is the publisher: no tag, or the workflow would publish again
+                cmd = ["uv", "publish", "--publish-url", publish_url, str(wheel), str(sdist)]
+                if username:
+                    cmd += ["--username", username, "--password", password or ""]
+                run(*cmd, cwd=root)
+            if (root / ".git").exists():
+                changed = [str(p.relative_to(root)) for p in touched if p.is_file() and backup.get(p) != p.read_text()]
+                run("git", "add", *changed, cwd=root)
+                run("git", "commit", "--quiet", "-m", f"release: {name} {version}", cwd=root)
+                if tag and not publish_url:  # the release workflow publishes the tagged commit
+                    tag_name = f"{name}-v{version}"
+                    run("git", "tag", tag_name, cwd=root)
     finally:
         if dry_run:
             for path, content in backup.items():
@@ -228,8 +252,15 @@ def release(
         "dependents_to_release": dependents,
         "wheel": str(wheel),
         "sdist": str(sdist),
-        "published": not dry_run,
+        "published": bool(publish_url) and not dry_run,
+        "tag": tag_name,
+        "next": f"git push origin {tag_name}  # the release workflow publishes it" if tag_name else None,
     }
+
+
+def _index_of(publish_url: str) -> str:
+    """The index root a pypiserver-style upload URL serves (``http://host/`` for ``http://host/`` uploads)."""
+    return publish_url.removesuffix("/legacy/").rstrip("/") if "upload.pypi.org" not in publish_url else "https://pypi.org"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,12 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("part", choices=["major", "minor", "patch"])
     parser.add_argument("--index-url", help="index root whose /simple/ is checked for an existing release")
     parser.add_argument(
-        "--publish-url", help="upload URL (default: --index-url; PyPI: https://upload.pypi.org/legacy/)"
+        "--publish-url",
+        help="upload here with uv publish (a private index) instead of tagging for the PyPI release workflow",
     )
     parser.add_argument("--username")
     parser.add_argument("--password")
     parser.add_argument("--dry-run", action="store_true", help="build, check and smoke-install; publish nothing")
-    parser.add_argument("--no-tag", action="store_true")
+    parser.add_argument("--no-tag", action="store_true", help="commit the bump but create no tag")
     args = parser.parse_args(argv)
     try:
         result = release(

@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+import fgclip_model
 from fgclip_eval.images import open_rgb
 from fgclip_eval.protocols import protocol_of
 
@@ -63,7 +64,8 @@ class FakeEncoder:
         self.seen_walks: list[str] = []
         self.patch_budgets: list[int] = []
 
-    has_regions = property(lambda self: self.family in ("fgclip", "fgclip2"))
+    capabilities = property(lambda self: fgclip_model.FAMILIES[self.family])
+    has_regions = property(lambda self: self.capabilities.regions)
     protocol = property(lambda self: protocol_of(self.family))
 
     def scores(self, cosine: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from PIL import Image
 import fgclip_model
 from fgclip_eval.cli import main
 from fgclip_eval.encoders import Encoder
-from fgclip_eval.tasks.classification import templates
+from fgclip_eval.zeroshot import templates
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
 
 # (height, width): one image per FG-CLIP 2 patch bucket (1024, 128, 256, 784, 576), and Long-CLIP's odd 296 x 495

@@ -67,7 +67,7 @@ def test_sharegpt4v_uses_the_first_1000_records(benchmark_root, fake):
 
 
 def _prompt_ids(names):
-    from fgclip_eval.tasks.classification import templates
+    from fgclip_eval.zeroshot import templates
 
     ids = {}
     for index, name in enumerate(names):
@@ -77,7 +77,7 @@ def _prompt_ids(names):
 
 
 def test_imagenet_and_v2_use_sorted_folders_and_the_openai_names(benchmark_root, fake):
-    from fgclip_eval.tasks.classification import imagenet_classnames
+    from fgclip_eval.zeroshot import imagenet_classnames
 
     root, expected = benchmark_root
     names = imagenet_classnames()
@@ -111,7 +111,8 @@ def test_pets_class_names_come_from_the_dataset(benchmark_root, fake):
 def test_flowers_without_a_class_names_file_uses_the_shipped_names(benchmark_root, fake, tmp_path):
     import shutil
 
-    from fgclip_eval.tasks.classification import FLOWERS_NAMES, templates
+    from fgclip_eval.tasks.classification import FLOWERS_NAMES
+    from fgclip_eval.zeroshot import templates
 
     root, _ = benchmark_root
     shutil.copytree(root / "flowers-102", tmp_path / "flowers-102")
@@ -187,8 +188,8 @@ SEG_CLASSES = {
 
 @pytest.mark.parametrize("task", list(SEG_CLASSES))
 def test_segmentation_sets(benchmark_root, fake, task):
-    from fgclip_eval.tasks.classification import templates
     from fgclip_eval.tasks.segmentation import SETS, classnames
+    from fgclip_eval.zeroshot import templates
 
     root, _ = benchmark_root
     names = classnames(SETS[task])

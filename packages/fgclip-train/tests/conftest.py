@@ -28,12 +28,7 @@ def fgshapes_cache(tmp_path_factory):
 @pytest.fixture
 def tiny_overrides(fgshapes_cache, monkeypatch, tmp_path):
     """Overrides that make the default preset run in seconds."""
-    monkeypatch.setenv("FGCLIP_CACHE", str(fgshapes_cache))
-    import fgclip_train.config as cfg
-    import fgclip_train.data as data
-
-    monkeypatch.setattr(cfg, "CACHE", fgshapes_cache)
-    monkeypatch.setattr(data, "CACHE", fgshapes_cache)
+    monkeypatch.setenv("FGCLIP_CACHE", str(fgshapes_cache))  # read at each call (fgclip_data.fgshapes.cache_dir)
     return [
         "--data.fgshapes_n=120",
         "--data.val_limit=24",

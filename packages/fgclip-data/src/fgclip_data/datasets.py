@@ -12,15 +12,16 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch.distributed as dist
 from PIL import Image
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset
 
 from fgclip_data.finehard.paths import resolve_image_path
 from fgclip_data.finehard.reader import RecordRef, iter_records, read_records
 from fgclip_data.finehard.samples import SampleOptions, Skipped, build_sample
 from fgclip_data.images import BadImage, decode_rgb
 from fgclip_data.report import Report, where
+from fgclip_data.sharding import shard_of
+from fgclip_data.shards import ShardStream
 
 
 class ImageResize:
@@ -111,18 +112,6 @@ class FineHARDDataset(Dataset):
         return self.maker.make(self.records[index])
 
 
-def shard_of(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """(shard index, shard count) of this process and data-loader worker: records are dealt round-robin over
-    ``world_size × num_workers`` shards, so every record is read by exactly one worker of one rank."""
-    if rank is None or world_size is None:
-        initialised = dist.is_available() and dist.is_initialized()
-        rank = dist.get_rank() if initialised else 0
-        world_size = dist.get_world_size() if initialised else 1
-    info = get_worker_info()
-    workers, worker = (info.num_workers, info.id) if info else (1, 0)
-    return rank * workers + worker, world_size * workers
-
-
 class FineHARDStream(IterableDataset):
     """Streaming dataset: records are parsed as the files are read (never all in memory) and dealt round-robin
     to (rank, worker) shards. Bad records and images are skipped, counted, and passed on as ``Skipped``."""
@@ -171,8 +160,6 @@ class FineHARDShards(IterableDataset):
         world_size: int | None = None,
         shuffle_buffer: int = 0,
     ) -> None:
-        from fgclip_data.shards import ShardStream
-
         self.maker = _SampleMaker(folder, options, resize, seed)
         self.stream = ShardStream(
             folder, make=self._build, seed=seed, rank=rank, world_size=world_size, shuffle_buffer=shuffle_buffer

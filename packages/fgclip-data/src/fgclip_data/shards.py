@@ -37,6 +37,7 @@ from fgclip_data.finehard.samples import Skipped
 from fgclip_data.images import MISSING, BadImage, decode_rgb
 from fgclip_data.report import Report, where
 from fgclip_data.schema import FineHARDRecord
+from fgclip_data.sharding import shard_of
 
 MANIFEST = "manifest.json"
 FORMAT = "fgclip-shards/1"
@@ -282,8 +283,6 @@ class ShardStream(IterableDataset):
     def _consumer(self) -> tuple[int, int, int, int]:
         """(consumer index, consumer count, worker role, worker count); the role is the loader worker's index
         rotated by the batches a resumed epoch skips (see :meth:`resume`)."""
-        from fgclip_data.datasets import shard_of
-
         consumer, consumers = shard_of(self.rank, self.world_size)  # rank × workers + worker
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)

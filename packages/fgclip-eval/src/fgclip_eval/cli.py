@@ -152,7 +152,7 @@ def random_tiny_model(data_root: Path, folder: Path) -> Path:
 
     from .tasks.fgshapes import locate
 
-    records = [r.record for r in read_records(locate(data_root) / "jsonfiles" / "val")]
+    records = [r.record for r in read_records(locate(data_root).val)]
     texts = [t for r in records for t in (r.caption, r.short_caption)]
     texts += [t for r in records for b in r.bbox_info for t in (b.short_expr, b.long_expr, *b.negatives)]
     tokenizer = build_word_tokenizer(texts, "fgclip2")
@@ -176,11 +176,10 @@ def random_tiny_model(data_root: Path, folder: Path) -> Path:
 
 
 def _default_data_root() -> Path:
-    import os
+    from fgclip_data.fgshapes import FGShapesFolder, cache_dir
 
-    cache = Path(os.environ.get("FGCLIP_CACHE", Path.home() / ".cache" / "fgclip"))
-    candidates = sorted(cache.glob("fgshapes-*/manifest.json"))
-    return candidates[0].parent if candidates else cache / "fgshapes"
+    found = FGShapesFolder.in_cache()
+    return found[0].root if found else cache_dir() / "fgshapes"
 
 
 if __name__ == "__main__":

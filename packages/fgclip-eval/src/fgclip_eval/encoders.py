@@ -24,9 +24,6 @@ from .distributed import gather_rows, shard
 from .images import ImageItem, View, batches, default_workers, open_rgb
 from .protocols import Protocol, protocol_of, sigmoid_scores
 
-REGION_FAMILIES = ("fgclip", "fgclip2")  # FG-CLIP v1 and FG-CLIP 2 have region and dense features
-NAFLEX_FAMILIES = ("fgclip2", "siglip2")
-
 
 @dataclass
 class Encoder:
@@ -56,6 +53,11 @@ class Encoder:
         return cls(model.to(device), processor, fgclip_model.detect_family(path), torch.device(device), **kwargs)
 
     @property
+    def capabilities(self) -> fgclip_model.auto.Family:
+        """What the family's models can do (regions, NaFlex images, text walks): ``fgclip_model.FAMILIES``."""
+        return fgclip_model.FAMILIES[self.family]
+
+    @property
     def protocol(self) -> Protocol:
         """The family's reference evaluation conventions (score transform, RoI normalisation, text mask)."""
         return protocol_of(self.family)
@@ -70,7 +72,7 @@ class Encoder:
         """NaFlex families: encode with a fixed patch budget inside the block (unless ``--max-num-patches`` set
         one), as the reference's ImageNet evaluation (1024) and square segmentation windows need."""
         saved = self.max_num_patches
-        if self.family in NAFLEX_FAMILIES and saved is None:
+        if self.capabilities.naflex and saved is None:
             self.max_num_patches = budget
         try:
             yield self
@@ -79,7 +81,7 @@ class Encoder:
 
     @property
     def has_regions(self) -> bool:
-        return self.family in REGION_FAMILIES
+        return self.capabilities.regions
 
     @property
     def dtype(self) -> torch.dtype:
@@ -89,7 +91,7 @@ class Encoder:
 
     def _image_inputs(self, images: list) -> dict[str, torch.Tensor]:
         kwargs = {}
-        if self.family in NAFLEX_FAMILIES:
+        if self.capabilities.naflex:
             # a fixed budget, or each image its own dynamic budget (as the reference, which encodes one per call)
             fixed = {"max_num_patches": self.max_num_patches, "dynamic_max_patches": False}
             kwargs = fixed if self.max_num_patches else {"per_image_budget": True}
@@ -122,14 +124,7 @@ class Encoder:
         part = shard(len(items))
         out = [torch.zeros(0, 0)]
         for inputs, _ in self._image_batches(View(items, part), "images"):
-            if self.family in NAFLEX_FAMILIES:
-                features = self.model.get_image_features(
-                    pixel_values=inputs["pixel_values"],
-                    pixel_attention_mask=inputs["pixel_attention_mask"],
-                    spatial_shapes=inputs["spatial_shapes"],
-                )
-            else:
-                features = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            features = self.model.get_image_features(**inputs)
             out.append(F.normalize(self._tensor(features).float(), dim=-1).cpu())
         return gather_rows(torch.cat(out[1:]) if len(out) > 1 else torch.zeros(0, self.embed_dim))
 
@@ -152,10 +147,8 @@ class Encoder:
         use_mask = self.protocol.text_attention_mask if self.text_attention_mask is None else self.text_attention_mask
         mask = tokens.get("attention_mask") if use_mask else None
         mask = None if mask is None else mask.to(self.device)
-        if self.family in ("clip", "longclip", "siglip2"):
-            features = self._tensor(self.model.get_text_features(input_ids=ids, attention_mask=mask))
-        else:
-            features = self.model.get_text_features(ids, mask, walk_type=walk)
+        walk_type = {"walk_type": walk} if self.capabilities.walks else {}
+        features = self._tensor(self.model.get_text_features(input_ids=ids, attention_mask=mask, **walk_type))
         return F.normalize(features.float(), dim=-1).cpu()
 
     @torch.no_grad()
@@ -180,16 +173,7 @@ class Encoder:
                     b / torch.tensor([w, h, w, h], dtype=torch.float32) for b, (h, w) in zip(chunk, sizes, strict=True)
                 ]
             done += len(sizes)
-            if self.family == "fgclip2":
-                features = self.model.get_image_region_features(
-                    inputs["pixel_values"],
-                    inputs["pixel_attention_mask"],
-                    inputs["spatial_shapes"],
-                    image_sizes=[(1, 1)] * len(chunk),
-                    region_infos=[b.clamp(0, 1) for b in chunk],  # normalised = pixels of a 1x1 image
-                )
-            else:
-                features = self.model.get_image_region_features(inputs["pixel_values"], [b.clamp(0, 1) for b in chunk])
+            features = self.model.get_image_region_features(**inputs, boxes=[b.clamp(0, 1) for b in chunk])
             out.extend((F.normalize(f.float(), dim=-1) if normalize else f.float()).cpu() for f in features)
         counts = torch.tensor([len(b) for b in boxes])
         flat = gather_rows(torch.cat(out) if out else torch.zeros(0, self.embed_dim))
@@ -201,13 +185,10 @@ class Encoder:
         if not self.has_regions:
             raise ValueError(f"the {self.family} family has no dense features")
         inputs = self._to_device(self._image_inputs(images))
-        if self.family == "fgclip2":
-            dense = self.model.get_image_dense_features(
-                inputs["pixel_values"], inputs["pixel_attention_mask"], inputs["spatial_shapes"]
-            )
+        dense = self.model.get_image_dense_features(**inputs)
+        if "spatial_shapes" in inputs:  # NaFlex: each image's own grid
             grids = inputs["spatial_shapes"].tolist()
         else:
-            dense = self.model.get_image_dense_features(inputs["pixel_values"])
             side = round(dense.shape[1] ** 0.5)
             grids = [(side, side)] * len(images)
         return [

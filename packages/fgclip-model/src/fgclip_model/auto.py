@@ -61,13 +61,27 @@ def register_auto_classes() -> None:
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: how to recognise its ``config.json`` and which classes load it."""
+    """A model family: how to recognise its ``config.json``, which classes load it, and what its models can do.
+
+    Every family takes the processor's image outputs as keywords (``model.get_image_features(**inputs)``); the
+    capabilities say the rest, so callers never branch on a family's name:
+
+    * ``regions``: ``get_image_region_features(**inputs, boxes=[normalised xyxy per image])`` and
+      ``get_image_dense_features(**inputs)`` exist;
+    * ``naflex``: images are NaFlex patch sequences (``pixel_attention_mask``, ``spatial_shapes``) with a patch
+      budget (``max_num_patches``), not fixed squares;
+    * ``walks``: ``get_text_features`` takes ``walk_type`` (``short`` / ``box`` / ``long``) and returns a tensor;
+      otherwise (transformers' CLIP and SigLIP 2) it takes none and returns a model output.
+    """
 
     architectures: tuple[str, ...]
     model_types: tuple[str, ...]
     model_class: type
     processor_class: type
     from_file: Callable | None = None  # loads a single checkpoint file (an original ``.pt``) into ``model_class``
+    regions: bool = False
+    naflex: bool = False
+    walks: bool = False
 
 
 def _longclip_file(path, **kwargs):
@@ -86,14 +100,22 @@ def _openai_file(path, **kwargs):
 
 # the small registry behind load(): the first family whose architectures (or model type) match wins
 FAMILIES: dict[str, Family] = {
-    "fgclip": Family(("FGCLIPModel",), (), FGCLIPModel, FGCLIPProcessor),
-    "fgclip2": Family(("FG_CLIP2_Model", "Fgclip2Model", "FGCLIP2Model"), ("fgclip2",), FGCLIP2Model, FGCLIP2Processor),
+    "fgclip": Family(("FGCLIPModel",), (), FGCLIPModel, FGCLIPProcessor, regions=True, walks=True),
+    "fgclip2": Family(
+        ("FG_CLIP2_Model", "Fgclip2Model", "FGCLIP2Model"),
+        ("fgclip2",),
+        FGCLIP2Model,
+        FGCLIP2Processor,
+        regions=True,
+        naflex=True,
+        walks=True,
+    ),
     # a CLIPModel with Long-CLIP's 248 text positions (converted, or fine-tuned by fgclip-longclip), or an original
     # longclip-*.pt: Long-CLIP's own resize + centre crop and BPE
     "longclip": Family((), (), CLIPModel, LongCLIPProcessor, _longclip_file),
     "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor, _openai_file),
     # plain SigLIP 2 (NaFlex), the baseline FG-CLIP 2 starts from: same image processor, one 64-token text walk
-    "siglip2": Family(("Siglip2Model",), ("siglip2",), Siglip2Model, FGCLIP2Processor),
+    "siglip2": Family(("Siglip2Model",), ("siglip2",), Siglip2Model, FGCLIP2Processor, naflex=True),
 }
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin")
 

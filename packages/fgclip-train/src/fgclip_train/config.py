@@ -10,8 +10,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-CACHE = Path(os.environ.get("FGCLIP_CACHE", Path.home() / ".cache" / "fgclip"))
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

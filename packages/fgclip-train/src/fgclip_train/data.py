@@ -4,7 +4,6 @@ collator and the epoch batches."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from fgclip_data import FGCLIP2Collator, FGCLIPCollator, FineHARDDataset, ImageResize, SampleOptions, read_records
+from fgclip_data.fgshapes import FGShapesFolder
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
 from fgclip_data.schema import FineHARDRecord
 from fgclip_data.shards import iter_shard_records
@@ -20,7 +20,7 @@ from fgclip_data.tokenizer import build_word_tokenizer
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
 
 from .batches import RecordBatches, ResumableBatchSampler, ShardBatches
-from .config import CACHE, TrainConfig
+from .config import TrainConfig
 
 
 @dataclass
@@ -49,11 +49,10 @@ def resolve_sources(config: TrainConfig) -> DataSources:
         )
     if data.fgshapes_n < 2:
         raise ValueError("data.train is not set and data.fgshapes_n < 2: nothing to train on")
-    folder = CACHE / f"fgshapes-n{data.fgshapes_n}-s{data.fgshapes_seed}-{data.fgshapes_lang}"
-    generate(folder, GenerateOptions(n=data.fgshapes_n, seed=data.fgshapes_seed, lang=data.fgshapes_lang))
-    jsonfiles = folder / "jsonfiles"
-    cn = jsonfiles / "train_cn" if data.fgshapes_lang == "both" else None
-    return DataSources(jsonfiles / "train", jsonfiles / "val", folder / "grit-12m", folder, cn)
+    shapes = FGShapesFolder.cached(data.fgshapes_n, data.fgshapes_seed, data.fgshapes_lang)
+    generate(shapes.root, GenerateOptions(n=data.fgshapes_n, seed=data.fgshapes_seed, lang=data.fgshapes_lang))
+    cn = shapes.train_cn if data.fgshapes_lang == "both" else None
+    return DataSources(shapes.train, shapes.val, shapes.images, shapes.root, cn)
 
 
 def corpus(records: Iterable[FineHARDRecord]) -> Iterator[str]:
@@ -66,15 +65,13 @@ def corpus(records: Iterable[FineHARDRecord]) -> Iterator[str]:
             yield from box.negatives
 
 
-def load_tokenizer(config: TrainConfig, records: Iterable[FineHARDRecord]) -> object:
+def load_tokenizer(config: TrainConfig, records: Iterable[FineHARDRecord], layout: str) -> object:
     """``data.tokenizer``, else the init checkpoint's, else a word-level tokenizer built for these records
-    (read only in that last case)."""
+    (read only in that last case) in the family's special-token ``layout``."""
     for folder in (config.data.tokenizer, config.model.init):
         if folder and any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
             return AutoTokenizer.from_pretrained(folder)
-    from .families import get_family
-
-    return build_word_tokenizer(corpus(records), get_family(config.model.family).tokenizer_layout)
+    return build_word_tokenizer(corpus(records), layout)
 
 
 def training_records(sources: DataSources, records: list | None) -> Iterator[FineHARDRecord]:
@@ -169,12 +166,11 @@ def read_sources(config: TrainConfig) -> tuple[DataSources, list | None, list]:
     return sources, records, val
 
 
-def build_data(config: TrainConfig, sources, records, val, tokenizer, model_config, rank: int, world: int) -> TrainData:
+def build_data(
+    config: TrainConfig, family, sources, records, val, tokenizer, model_config, rank: int, world: int
+) -> TrainData:
     """The epoch batches of this rank: streamed from ``sources.shards``, or dealt from ``records`` (the
-    :class:`RecordRef` list of :func:`read_sources`)."""
-    from .families import get_family
-
-    family = get_family(config.model.family)
+    :class:`RecordRef` list of :func:`read_sources`), collated by ``family``'s collator."""
     image_size = None
     if family.square_images:
         image_size = config.data.image_size or model_config.vision_config.image_size
@@ -210,6 +206,4 @@ def total_steps(config: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def fgshapes_vocabulary(sources: DataSources) -> dict | None:
-    if sources.fgshapes is None:
-        return None
-    return json.loads((sources.fgshapes / "manifest.json").read_text())["vocabulary"]
+    return None if sources.fgshapes is None else FGShapesFolder(sources.fgshapes).vocabulary

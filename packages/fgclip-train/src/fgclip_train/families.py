@@ -56,7 +56,6 @@ def _fgclip_validator(config, val_records, sources, tokenizer, collator, resize)
     from .validation import Validator
 
     return Validator(
-        config.model.family,
         val_records,
         sources.images,
         tokenizer,

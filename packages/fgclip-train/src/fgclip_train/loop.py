@@ -82,9 +82,9 @@ def train(config: TrainConfig) -> dict:
         dist.barrier()  # the earlier run is gone on every rank's view before anything is written
 
     family = get_family(config.model.family)
-    tokenizer = load_tokenizer(config, training_records(sources, records))
+    tokenizer = load_tokenizer(config, training_records(sources, records), family.tokenizer_layout)
     model = family.build_model(config, tokenizer)
-    data = build_data(config, sources, records, val_records, tokenizer, model.config, env.rank, env.world)
+    data = build_data(config, family, sources, records, val_records, tokenizer, model.config, env.rank, env.world)
     total = total_steps(config, data.steps_per_epoch)
     engine, _, scheduler = build_engine(config, model, parameter_groups(model, config, family.no_decay(model)), total)
     checkpointer = Checkpointer(out_dir, config.runtime.save_total_limit, env.rank)

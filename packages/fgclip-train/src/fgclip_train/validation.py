@@ -1,10 +1,13 @@
 """Validation metrics on FineHARD-format records (FG-Shapes by default), for both model families.
 
 * image↔text R@1 with short captions and with long captions (each image has one of each);
-* hard-negative accuracy: the region feature of a box ranks its true short expression above its negatives;
+* hard-negative accuracy: the region feature of a box ranks its true short expression at least as high as
+  its negatives;
 * box classification (FG-Shapes only): the region feature picks the right "colour shape" among all of them.
 
-Everything is computed batched from the models' feature API; the metrics are vectorised.
+Everything is computed batched from the feature API every family shares (processor outputs in, normalised boxes,
+one tensor per image out); the metric definitions are FG-Shapes' own (``fgclip_data.fgshapes.tasks``), the
+same the benchmark's FG-Shapes tasks use.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ import random
 import torch
 import torch.nn.functional as F
 
+from fgclip_data.fgshapes.tasks import (
+    box_class,
+    box_classification_accuracy,
+    class_prompts,
+    classes,
+    hard_negative_accuracy,
+    recall_at_1,
+)
 from fgclip_data.finehard.samples import Sample, SampleOptions, build_sample
 from fgclip_data.report import Report
 
-
-def recall_at_1(similarity: torch.Tensor) -> tuple[float, float]:
-    """(image→text, text→image) R@1 of a square similarity matrix whose diagonal holds the pairs."""
-    target = torch.arange(similarity.shape[0], device=similarity.device)
-    i2t = (similarity.argmax(dim=1) == target).float().mean().item()
-    t2i = (similarity.argmax(dim=0) == target).float().mean().item()
-    return i2t, t2i
+__all__ = ["Validator", "recall_at_1", "validation_samples"]
 
 
 def validation_samples(records, images, resize, negatives: int | None) -> list[Sample]:
@@ -44,12 +49,21 @@ def validation_samples(records, images, resize, negatives: int | None) -> list[S
     return out
 
 
+PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+
+
+def image_inputs(batch: dict, device) -> dict[str, torch.Tensor]:
+    """The model's image keywords from a collated batch (FG-CLIP's collator names its pixels ``image``)."""
+    if "image" in batch:
+        return {"pixel_values": batch["image"].to(device)}
+    return {k: batch[k].to(device) for k in PIXEL_INPUTS if k in batch}
+
+
 class Validator:
     """Computes the metrics of a model on fixed validation samples."""
 
     def __init__(
         self,
-        family: str,
         records,
         images,
         tokenizer,
@@ -59,12 +73,10 @@ class Validator:
         negatives: int | None = 10,
         batch_size: int = 64,
     ) -> None:
-        self.family, self.collator, self.tokenizer = family, collator, tokenizer
+        self.collator, self.tokenizer = collator, tokenizer
         self.samples = validation_samples(records, images, resize, negatives)
         self.batch_size = batch_size
-        self.classes = None
-        if vocabulary:
-            self.classes = [f"{c} {s}" for c in vocabulary["colors"] for s in vocabulary["shapes"]]
+        self.classes = classes(vocabulary) if vocabulary else None
 
     def _texts(self, model, texts: list[str], walk: str, length: int, device) -> torch.Tensor:
         out = []
@@ -76,15 +88,9 @@ class Validator:
     def _images(self, model, batch: dict, device):
         """(global image features, one region-feature tensor per image) of a collated batch."""
         boxes = [torch.tensor(s.boxes).reshape(-1, 4) for s in batch["_samples"]]
-        if self.family == "fgclip":
-            pixels = batch["image"].to(device)
-            image = model.get_image_features(pixels)
-            regions = model.get_image_region_features(pixels, boxes)
-        else:
-            inputs = [batch[k].to(device) for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")]
-            image = model.get_image_features(*inputs)
-            sizes = [(1, 1)] * len(boxes)  # boxes are normalised: pixels of a 1x1 image
-            regions = model.get_image_region_features(*inputs, image_sizes=sizes, region_infos=boxes)
+        inputs = image_inputs(batch, device)
+        image = model.get_image_features(**inputs)
+        regions = model.get_image_region_features(**inputs, boxes=boxes)
         return F.normalize(image.float(), dim=-1), [F.normalize(r.float(), dim=-1) for r in regions]
 
     @torch.no_grad()
@@ -115,12 +121,10 @@ class Validator:
             k1 = len(groups[0])
             cands = self._texts(model, [t for g in groups for t in g], "box", c.short_length, device)
             scores = torch.einsum("hp,hkp->hk", region, cands.reshape(len(groups), k1, -1))
-            metrics["hard_negative_acc"] = (scores.argmax(dim=1) == 0).float().mean().item()
+            metrics["hard_negative_acc"] = hard_negative_accuracy(scores)
         if self.classes and hard:
-            prompts = self._texts(model, [f"a {name}" for name in self.classes], "box", c.short_length, device)
-            names = [" ".join(self.samples[i].box_captions[k].split()[2:4]) for i, k in hard]
-            truth = torch.tensor([self.classes.index(n) if n in self.classes else -1 for n in names], device=device)
-            predicted = (region @ prompts.T).argmax(dim=1)
-            metrics["box_cls_acc"] = (predicted == truth).float().mean().item()
+            prompts = self._texts(model, class_prompts(self.classes), "box", c.short_length, device)
+            truth = torch.tensor([box_class(self.samples[i].box_captions[k], self.classes) for i, k in hard])
+            metrics["box_cls_acc"] = box_classification_accuracy(region @ prompts.T, truth)
         model.train(was_training)
         return metrics

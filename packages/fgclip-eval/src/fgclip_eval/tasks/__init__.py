@@ -1,7 +1,8 @@
 """The benchmark task registry: a name -> :class:`Task` (what it needs on disk, how to run it).
 
 Tasks live in one module per kind (``retrieval``, ``classification``, ``boxes``, ``segmentation``,
-``fgshapes``); each registers itself on import. ``--tasks`` takes task names and group names (``retrieval``,
+``fgshapes``); each registers its tasks on import with the :func:`task` decorator (families of tasks built in a
+loop call it as ``task(...)(run)``). ``--tasks`` takes task names and group names (``retrieval``,
 ``classification``, ``boxes``, ``segmentation``, ``fgshapes``, ``chinese`` ...) and ``all``.
 """
 
@@ -45,6 +46,20 @@ def register(task: Task) -> Task:
         raise ValueError(f"task {task.name!r} is registered twice")
     TASKS[task.name] = task
     return task
+
+
+def task(name: str, description: str, layout: str, groups: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Register the decorated ``run(encoder, data_root) -> metrics`` as the benchmark task ``name``::
+
+    @task("coco-box", "COCO val2017 box classification", COCO_BOX_LAYOUT, groups=("boxes",))
+    def coco_boxes(encoder, data_root): ...
+    """
+
+    def decorate(run: Callable) -> Callable:
+        register(Task(name, description, layout, run, tuple(groups)))
+        return run
+
+    return decorate
 
 
 def _load_all() -> None:

@@ -17,9 +17,9 @@ import torch
 
 from ..metrics import first_is_best, topk_accuracy
 from ..protocols import box_probabilities
-from . import MissingDataset, NotApplicable, Task, register, require
-from .classification import templates, zero_shot_classifier
-from .retrieval import coco_images_folder
+from ..zeroshot import candidate_texts, templates, zero_shot_classifier
+from . import MissingDataset, NotApplicable, Task, register, require, task
+from .coco import coco_images_folder, coco_path
 
 
 def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -70,27 +70,12 @@ def detection_set(data: dict, file_of) -> tuple[list[Path], list[torch.Tensor], 
     )
 
 
-def candidate_texts(encoder, groups: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box-walk features [N, K, D] of candidate groups of different sizes, padded, and the [N, K] mask of real ones."""
-    lengths = torch.tensor([len(g) for g in groups])
-    width = int(lengths.max())
-    mask = torch.arange(width)[None, :] < lengths[:, None]
-    texts = encoder.texts([t for g in groups for t in g + [g[0]] * (width - len(g))], "box")
-    return texts.reshape(len(groups), width, -1), mask
-
-
-def candidate_accuracy(encoder, regions: torch.Tensor, groups: list[list[str]]) -> float:
-    """Share of regions [N, D] whose first candidate text (the positive) scores at least as high as each of the
-    others in its group, on cosine similarities (FG-Shapes hard negatives)."""
-    texts, mask = candidate_texts(encoder, groups)
-    return first_is_best(torch.einsum("nd,nkd->nk", regions, texts), mask)
-
-
 # ------------------------------------------------------------------------------------------------------ COCO
 
 COCO_BOX_LAYOUT = "coco/images/val2017/*.jpg (or coco/val2017/) and coco/annotations/instances_val2017.json"
 
 
+@task("coco-box", "COCO val2017 box classification, 80 classes, top-1/5", COCO_BOX_LAYOUT, groups=("boxes",))
 def coco_boxes(encoder, data_root: Path) -> dict[str, float]:
     """Every annotation of val2017 (crowd and tiny boxes included, as the reference) over the 80 classes."""
     _require_regions(encoder)
@@ -105,6 +90,7 @@ LVIS_LAYOUT = (
 )
 
 
+@task("lvis-box", "LVIS v1 val box classification, 1203 classes, top-1/5", LVIS_LAYOUT, groups=("boxes",))
 def lvis_boxes(encoder, data_root: Path) -> dict[str, float]:
     """LVIS v1 val over its 1203 classes (ordered by id, ``_`` read as a space)."""
     _require_regions(encoder)
@@ -124,6 +110,12 @@ BOXCLASS_LAYOUT = (
 )
 
 
+@task(
+    "boxclass-cn",
+    "BoxClass-CN box classification (Chinese names), top-1/5",
+    BOXCLASS_LAYOUT,
+    groups=("boxes", "chinese"),
+)
 def boxclass_cn(encoder, data_root: Path) -> dict[str, float]:
     """BoxClass-CN: raw Chinese category names, no template (the reference protocol)."""
     _require_regions(encoder)
@@ -162,7 +154,7 @@ def fgovd(split: str):
         boxes = [
             xywh_to_xyxy(torch.tensor([items[i]["bbox"] for i in by_image[p]], dtype=torch.float32)) for p in order
         ]
-        regions = reference_regions(encoder, [_coco_path(data_root, p) for p in order], boxes)
+        regions = reference_regions(encoder, [coco_path(data_root, p) for p in order], boxes)
         position = torch.tensor([i for p in order for i in by_image[p]])
         features = torch.empty(len(items), regions[0].shape[1])
         features[position] = torch.cat(regions)
@@ -175,27 +167,6 @@ def fgovd(split: str):
     return run, layout
 
 
-def _coco_path(data_root: Path, relative: str) -> Path:
-    split, _, name = relative.partition("/")
-    for candidate in (data_root / "coco" / "images" / split / name, data_root / "coco" / relative):
-        if candidate.exists():
-            return candidate
-    return data_root / "coco" / relative  # missing: the loader names it
-
-
-register(
-    Task("coco-box", "COCO val2017 box classification, 80 classes, top-1/5", COCO_BOX_LAYOUT, coco_boxes, ("boxes",))
-)
-register(Task("lvis-box", "LVIS v1 val box classification, 1203 classes, top-1/5", LVIS_LAYOUT, lvis_boxes, ("boxes",)))
-register(
-    Task(
-        "boxclass-cn",
-        "BoxClass-CN box classification (Chinese names), top-1/5",
-        BOXCLASS_LAYOUT,
-        boxclass_cn,
-        ("boxes", "chinese"),
-    )
-)
 for _split in FGOVD_SPLITS:
     _run, _layout = fgovd(_split)
     register(

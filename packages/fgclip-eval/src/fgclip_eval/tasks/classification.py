@@ -19,33 +19,8 @@ from pathlib import Path
 import torch
 
 from ..metrics import topk_accuracy
-from . import BadDataset, MissingDataset, Task, first_existing, register
-
-
-def templates() -> list[Callable[[str], str]]:
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-
-    return list(OPENAI_IMAGENET_TEMPLATES)
-
-
-def imagenet_classnames() -> list[str]:
-    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-    return list(IMAGENET_CLASSNAMES)
-
-
-def clean(name: str) -> str:
-    return " ".join(name.replace("_", " ").replace("/", " ").split())
-
-
-@torch.no_grad()
-def zero_shot_classifier(encoder, classnames: Sequence[str], prompts=None, walk: str = "short") -> torch.Tensor:
-    """[C, D] class embeddings: the renormalised mean of each class's normalised prompt embeddings (``prompts``:
-    template callables; None = the bare class name)."""
-    prompts = prompts or [lambda c: c]
-    texts = [p(c) for c in classnames for p in prompts]
-    features = encoder.texts(texts, walk).reshape(len(classnames), len(prompts), -1)
-    return torch.nn.functional.normalize(features.mean(dim=1), dim=-1)
+from ..zeroshot import clean, imagenet_classnames, templates, zero_shot_classifier
+from . import BadDataset, MissingDataset, Task, first_existing, register, task
 
 
 def classify(
@@ -93,6 +68,7 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+@task("imagenet-1k", "ImageNet-1k val zero-shot top-1/5 (80 templates)", IMAGENET_LAYOUT, groups=("classification",))
 def imagenet(encoder, data_root: Path) -> dict[str, float]:
     root = first_existing(
         [data_root / "imagenet" / "data" / "val_images", data_root / "imagenet" / "val"], "imagenet-1k", IMAGENET_LAYOUT
@@ -110,6 +86,7 @@ def imagenet(encoder, data_root: Path) -> dict[str, float]:
     return classify(encoder, images, torch.tensor(labels), imagenet_classnames(), patches=IMAGENET_PATCHES)
 
 
+@task("imagenet-v2", "ImageNet-v2 matched-frequency top-1/5", IMAGENET_V2_LAYOUT, groups=("classification",))
 def imagenet_v2(encoder, data_root: Path) -> dict[str, float]:
     root = first_existing([data_root / "imagenetv2-matched-frequency-format-val"], "imagenet-v2", IMAGENET_V2_LAYOUT)
     images, labels = [], []
@@ -152,6 +129,12 @@ class Flowers102Test:
         self.labels = [int(labels[int(i) - 1]) for i in ids.reshape(-1)]
 
 
+@task(
+    "flowers",
+    "Flowers102 test split zero-shot top-1/5 (80 templates)",
+    FLOWERS_LAYOUT,
+    groups=("classification", "torchvision"),
+)
 def flowers(encoder, data_root: Path) -> dict[str, float]:
     first_existing([data_root / "flowers-102" / "jpg"], "flowers", FLOWERS_LAYOUT)
     data = Flowers102Test(data_root)
@@ -227,18 +210,6 @@ def torchvision_task(name: str) -> Callable:
     return run
 
 
-register(
-    Task(
-        "imagenet-1k",
-        "ImageNet-1k val zero-shot top-1/5 (80 templates)",
-        IMAGENET_LAYOUT,
-        imagenet,
-        ("classification",),
-    )
-)
-register(
-    Task("imagenet-v2", "ImageNet-v2 matched-frequency top-1/5", IMAGENET_V2_LAYOUT, imagenet_v2, ("classification",))
-)
 for _name, (_class, _kwargs, _folder, _) in TORCHVISION_SETS.items():
     register(
         Task(
@@ -249,15 +220,6 @@ for _name, (_class, _kwargs, _folder, _) in TORCHVISION_SETS.items():
             ("classification", "torchvision"),
         )
     )
-register(
-    Task(
-        "flowers",
-        "Flowers102 test split zero-shot top-1/5 (80 templates)",
-        FLOWERS_LAYOUT,
-        flowers,
-        ("classification", "torchvision"),
-    )
-)
 for _name in CIFAR:
     _run, _layout = cifar(_name)
     register(

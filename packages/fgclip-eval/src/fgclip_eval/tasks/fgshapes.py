@@ -1,5 +1,6 @@
 """FG-Shapes tasks: image↔text retrieval (short and long captions), hard negatives and box classification on
-the validation split of an FG-Shapes folder (``fgclip-data fgshapes generate``)."""
+the validation split of an FG-Shapes folder (``fgclip-data fgshapes generate``), with FG-Shapes' own metric
+definitions (``fgclip_data.fgshapes.tasks``), the ones training-time validation reports."""
 
 from __future__ import annotations
 
@@ -9,40 +10,49 @@ from pathlib import Path
 import torch
 
 from fgclip_data import read_records, resolve_image_path
+from fgclip_data.fgshapes import FGShapesFolder
+from fgclip_data.fgshapes.tasks import (
+    box_class,
+    box_classification_accuracy,
+    class_prompts,
+    classes,
+    hard_negative_accuracy,
+)
 from fgclip_data.finehard.samples import load_image
 from fgclip_data.report import Report
 
 from ..metrics import image_to_text_recall, text_to_image_recall, topk_accuracy
-from . import NotApplicable, Task, register, require
-from .boxes import candidate_accuracy
+from ..zeroshot import candidate_texts
+from . import NotApplicable, require, task
 
 LAYOUT = (
     "an FG-Shapes folder (manifest.json, jsonfiles/val/*.json, grit-12m/...): fgclip-data fgshapes generate --out DIR"
 )
 
 
-def locate(data_root: Path) -> Path:
-    for candidate in (data_root, data_root / "fgshapes"):
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    return require(data_root / "fgshapes" / "manifest.json", "fgshapes", LAYOUT).parent
+def locate(data_root: Path) -> FGShapesFolder:
+    found = FGShapesFolder.locate(data_root)
+    if found is None:
+        require(data_root / "fgshapes" / "manifest.json", "fgshapes", LAYOUT)  # raises, naming the places
+    return found
 
 
 @lru_cache(maxsize=4)
-def _validation(folder: Path):
+def _validation(folder: FGShapesFolder):
     report = Report()
-    records = read_records(folder / "jsonfiles" / "val", report)
+    records = read_records(folder.val, report)
     images, kept = [], []
     for ref in records:
-        image = load_image(resolve_image_path(ref.record.f_path, folder / "grit-12m"), report, ref.file)
+        image = load_image(resolve_image_path(ref.record.f_path, folder.images), report, ref.file)
         if image is not None:
             images.append(image)
             kept.append(ref.record)
     if not kept:
-        raise NotApplicable(f"{folder}: no readable validation image")
+        raise NotApplicable(f"{folder.root}: no readable validation image")
     return images, kept
 
 
+@task("fgshapes-retrieval", "FG-Shapes image↔text R@1/5, short and long captions", LAYOUT, groups=("fgshapes",))
 def retrieval(encoder, data_root: Path) -> dict[str, float]:
     images, records = _validation(locate(data_root))
     image = encoder.images(images)
@@ -68,42 +78,17 @@ def _regions(encoder, data_root: Path):
     return torch.cat(encoder.regions(images, boxes)), [b for r in records for b in r.bbox_info]
 
 
+@task("fgshapes-hard-negatives", "FG-Shapes: true region caption among its 10 rewrites", LAYOUT, groups=("fgshapes",))
 def hard_negatives(encoder, data_root: Path) -> dict[str, float]:
     regions, boxes = _regions(encoder, data_root)
-    return {"accuracy": candidate_accuracy(encoder, regions, [[b.short_expr, *b.negatives] for b in boxes])}
+    texts, mask = candidate_texts(encoder, [[b.short_expr, *b.negatives] for b in boxes])
+    return {"accuracy": hard_negative_accuracy(torch.einsum("nd,nkd->nk", regions, texts), mask)}
 
 
+@task("fgshapes-box-classification", "FG-Shapes: box -> one of 40 colour-shape classes", LAYOUT, groups=("fgshapes",))
 def box_classification(encoder, data_root: Path) -> dict[str, float]:
-    import json
-
-    folder = locate(data_root)
-    vocabulary = json.loads((folder / "manifest.json").read_text())["vocabulary"]
-    classes = [f"{c} {s}" for c in vocabulary["colors"] for s in vocabulary["shapes"]]
+    names = classes(locate(data_root).vocabulary)
     regions, boxes = _regions(encoder, data_root)
-    labels = torch.tensor([classes.index(" ".join(b.short_expr.split()[2:4])) for b in boxes])
-    prompts = encoder.texts([f"a {c}" for c in classes], "box")
-    top = topk_accuracy(regions @ prompts.T, labels, ks=(1, 5))
-    return {"top1": top[1], "top5": top[5]}
-
-
-register(
-    Task("fgshapes-retrieval", "FG-Shapes image↔text R@1/5, short and long captions", LAYOUT, retrieval, ("fgshapes",))
-)
-register(
-    Task(
-        "fgshapes-hard-negatives",
-        "FG-Shapes: true region caption among its 10 rewrites",
-        LAYOUT,
-        hard_negatives,
-        ("fgshapes",),
-    )
-)
-register(
-    Task(
-        "fgshapes-box-classification",
-        "FG-Shapes: box -> one of 40 colour-shape classes",
-        LAYOUT,
-        box_classification,
-        ("fgshapes",),
-    )
-)
+    labels = torch.tensor([box_class(b.short_expr, names) for b in boxes])
+    scores = regions @ encoder.texts(class_prompts(names), "box").T
+    return {"top1": box_classification_accuracy(scores, labels), "top5": topk_accuracy(scores, labels, ks=(5,))[5]}

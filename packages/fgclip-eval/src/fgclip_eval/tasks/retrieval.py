@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..metrics import image_to_text_recall, text_to_image_recall
-from . import BadDataset, MissingDataset, Task, first_existing, register, require
+from . import BadDataset, MissingDataset, Task, first_existing, register, require, task
+from .coco import COCO_LAYOUT, coco_images_folder
 
 
 @dataclass
@@ -61,14 +62,6 @@ def one_to_one(images: list[Path], texts: list[str]) -> Pairs:
 # ----------------------------------------------------------------------------------------------------- readers
 
 
-COCO_LAYOUT = "coco/images/val2017/*.jpg (or coco/val2017/) and coco/annotations/captions_val2017.json"
-
-
-def coco_images_folder(data_root: Path, split: str, task: str, layout: str) -> Path:
-    root = data_root / "coco"
-    return first_existing([root / "images" / split, root / split], task, layout)
-
-
 def read_coco(data_root: Path) -> Pairs:
     """5000 val2017 images in ascending id order, the first 5 captions of each in annotation order."""
     annotations = require(data_root / "coco" / "annotations" / "captions_val2017.json", "coco", COCO_LAYOUT)
@@ -95,6 +88,7 @@ def read_flickr30k(data_root: Path) -> Pairs:
     return grouped(rows)
 
 
+STANDARD = (1, 5, 10)
 FLICKR_FULL_LAYOUT = (
     "flickr30k/results_20130124.token (the official 158,915 captions, lines '<name>.jpg#<k><TAB><caption>') and "
     "flickr30k/flickr30k-images/"
@@ -114,6 +108,16 @@ def read_flickr30k_full(data_root: Path) -> Pairs:
             raise BadDataset(f"{path}:{number}: expected '<name>.jpg#<k><TAB><caption>', got {line!r}")
         rows.append((root / "flickr30k-images" / key.rsplit("#", 1)[0], caption.strip()))
     return grouped(rows)
+
+
+@task(
+    "flickr30k-full",
+    "Flickr30k, all 31,783 images x 158,915 captions (Long-CLIP's protocol): R@1/5/10",
+    FLICKR_FULL_LAYOUT,
+    groups=("retrieval",),
+)
+def flickr30k_full(encoder, data_root: Path) -> dict[str, float]:
+    return score_softmax_topk(encoder, read_flickr30k_full(data_root), "short", STANDARD)
 
 
 def score_softmax_topk(encoder, pairs: Pairs, walk: str, ks: tuple[int, ...]) -> dict[str, float]:
@@ -271,20 +275,10 @@ def retrieval_task(
     return register(Task(name, description, layout, run, groups))
 
 
-STANDARD = (1, 5, 10)
 retrieval_task(
     "coco", "COCO val2017 5k: R@1/5/10 both ways, 5 captions per image", read_coco, COCO_LAYOUT, "short", STANDARD
 )
 retrieval_task("flickr30k", "Flickr30k 1k test: R@1/5/10 both ways", read_flickr30k, FLICKR_LAYOUT, "short", STANDARD)
-register(
-    Task(
-        "flickr30k-full",
-        "Flickr30k, all 31,783 images x 158,915 captions (Long-CLIP's protocol): R@1/5/10",
-        FLICKR_FULL_LAYOUT,
-        lambda encoder, data_root: score_softmax_topk(encoder, read_flickr30k_full(data_root), "short", STANDARD),
-        ("retrieval",),
-    )
-)
 retrieval_task(
     "sharegpt4v-1k",
     "ShareGPT4V-1k long captions: R@1",

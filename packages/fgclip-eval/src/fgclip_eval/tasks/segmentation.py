@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from ..distributed import shard, world
 from ..images import UnreadableImage, open_rgb
 from ..metrics import confusion_matrix, mean_iou
+from ..zeroshot import clean, templates, zero_shot_classifier
 from . import MissingDataset, NotApplicable, Task, register, require
-from .classification import clean, templates, zero_shot_classifier
 
 SHORT_SIDE = 336
 LOGIT_SCALE = 40.0
@@ -190,9 +190,12 @@ def read_label(path: Path, spec: SegSet) -> torch.Tensor:
     return label
 
 
+NAFLEX_WINDOW = 224  # NaFlex models have no fixed input size: square 224-pixel windows (196 patches of 16)
+
+
 def window_size(encoder) -> int:
-    if encoder.family == "fgclip2":
-        return 224
+    if encoder.capabilities.naflex:
+        return NAFLEX_WINDOW
     return int(encoder.model.config.vision_config.image_size)
 
 

@@ -372,15 +372,24 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         spatial_shapes: torch.Tensor | None = None,
         image_sizes: list[tuple[int, int]] | None = None,
         region_infos: list | None = None,
+        boxes: list | None = None,
         **_: object,
     ) -> list[torch.Tensor]:
         """Region features, one un-normalised [K_b, D] tensor per image.
 
-        ``region_infos[b]``: xyxy boxes in pixels of the original image ``b``, whose (height, width) is
+        ``boxes[b]``: xyxy boxes of image ``b`` normalised to [0, 1] (the call every family shares), or the
+        reference's ``region_infos[b]``: xyxy boxes in pixels of the original image ``b``, whose (height, width) is
         ``image_sizes[b]``. Boxes are clipped to the image.
         """
+        if boxes is not None:
+            if region_infos is not None:
+                raise ValueError("pass boxes= (normalised) or region_infos= with image_sizes= (pixels), not both")
+            region_infos, image_sizes = boxes, [(1, 1)] * len(boxes)  # normalised = pixels of a 1 x 1 image
         if image_sizes is None or region_infos is None:
-            raise ValueError("get_image_region_features needs image_sizes=[(H, W), ...] and region_infos=[boxes, ...]")
+            raise ValueError(
+                "get_image_region_features needs boxes=[normalised boxes, ...] or image_sizes=[(H, W), ...] and "
+                "region_infos=[pixel boxes, ...]"
+            )
         if not len(image_sizes) == len(region_infos) == pixel_values.shape[0]:
             raise ValueError(
                 f"got {len(image_sizes)} image sizes and {len(region_infos)} box lists for {pixel_values.shape[0]} "
@@ -389,10 +398,10 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         shapes = self._shapes(pixel_values, spatial_shapes)
         dense = self.get_image_dense_features(pixel_values, pixel_attention_mask, shapes)
         normalised = []
-        for b, (boxes, (height, width)) in enumerate(zip(region_infos, image_sizes, strict=True)):
-            boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-            check_boxes(boxes, what=f"region of image {b}:")
-            normalised.append(boxes / torch.tensor([width, height, width, height], dtype=torch.float32))
+        for b, (regions, (height, width)) in enumerate(zip(region_infos, image_sizes, strict=True)):
+            regions = torch.as_tensor(regions, dtype=torch.float32).reshape(-1, 4)
+            check_boxes(regions, what=f"region of image {b}:")
+            normalised.append(regions / torch.tensor([width, height, width, height], dtype=torch.float32))
         features = self._region_features(dense, shapes, normalised)
         return list(features.split([len(b) for b in normalised]))
 
