@@ -260,7 +260,9 @@ def release(
 
 def _index_of(publish_url: str) -> str:
     """The index root a pypiserver-style upload URL serves (``http://host/`` for ``http://host/`` uploads)."""
-    return publish_url.removesuffix("/legacy/").rstrip("/") if "upload.pypi.org" not in publish_url else "https://pypi.org"
+    return (
+        publish_url.removesuffix("/legacy/").rstrip("/") if "upload.pypi.org" not in publish_url else "https://pypi.org"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
