@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import case_value, measure, measure_grad  # the harness's own timers and cases
+from timing import case_value, measure, measure_grad  # the harness's own timers and cases
 
 # the reference's model classes, by family: (module in the checkout, class name)
 REFERENCE_CLASSES = {

@@ -1,0 +1,94 @@
+"""The towers the harness times: fgclip and transformers models of identical configs and weights, and NaFlex inputs."""
+
+from __future__ import annotations
+
+import torch
+
+
+def clip_configs(tiny: bool) -> dict:
+    if tiny:
+        return {
+            "text_config": {
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "vocab_size": 49408,
+                "max_position_embeddings": 77,
+            },
+            "vision_config": {
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": 224,
+                "patch_size": 16,
+            },
+            "projection_dim": 64,
+        }
+    return {  # OpenAI ViT-B/16
+        "text_config": {
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+            "vocab_size": 49408,
+            "max_position_embeddings": 77,
+        },
+        "vision_config": {
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "image_size": 224,
+            "patch_size": 16,
+        },
+        "projection_dim": 512,
+    }
+
+
+def siglip2_config(tiny: bool):
+    from transformers import Siglip2Config
+
+    width = (
+        {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+        if tiny
+        else {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+    )
+    return Siglip2Config(
+        text_config={**width, "vocab_size": 32000, "max_position_embeddings": 64},
+        vision_config={**width, "num_patches": 256, "patch_size": 16},
+    )
+
+
+def v1_pair(tiny: bool, device, dtype):
+    from transformers import CLIPConfig, CLIPModel
+
+    from fgclip_model.fgclip import FGCLIPConfig, FGCLIPModel
+
+    torch.manual_seed(0)
+    ours = FGCLIPModel(FGCLIPConfig(**clip_configs(tiny)))
+    peer = CLIPModel(CLIPConfig(**clip_configs(tiny)))
+    missing, _ = peer.load_state_dict(ours.state_dict(), strict=False)
+    assert not [k for k in missing if "position_ids" not in k], missing  # the same weights in both
+    return ours.to(device, dtype).eval(), peer.to(device, dtype).eval()
+
+
+def v2_pair(tiny: bool, device, dtype):
+    from transformers import Siglip2Model
+
+    from fgclip_model.fgclip2 import FGCLIP2Model
+
+    torch.manual_seed(0)
+    peer = Siglip2Model(siglip2_config(tiny)).eval()
+    ours = FGCLIP2Model.from_siglip2(peer)  # same trunk weights; heads copied
+    return ours.to(device, dtype).eval(), peer.to(device, dtype).eval()
+
+
+def naflex_inputs(batch: int, side: int, patch: int, device, dtype):
+    grid = side // patch
+    n = grid * grid
+    pixels = torch.randn(batch, n, 3 * patch * patch, device=device, dtype=dtype)
+    mask = torch.ones(batch, n, dtype=torch.long, device=device)
+    shapes = torch.tensor([[grid, grid]] * batch, device=device)
+    return pixels, mask, shapes

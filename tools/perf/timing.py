@@ -1,0 +1,71 @@
+"""Timers and the result row of the harness (also imported by ``reference.py`` in the reference's interpreter)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils import benchmark
+
+
+@dataclass
+class Row:
+    what: str
+    shape: str
+    ours_ms: float
+    ours_iqr_ms: float
+    peer: str = ""
+    peer_ms: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.peer_ms is None else self.peer_ms / self.ours_ms
+
+
+def measure(fn, min_run_time: float) -> tuple[float, float]:
+    """(median, IQR) in ms of ``fn()`` after one warm-up call."""
+    with torch.inference_mode():
+        fn()
+        m = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).blocked_autorange(
+            min_run_time=min_run_time
+        )
+    return m.median * 1e3, m.iqr * 1e3
+
+
+def measure_grad(fn, repeats: int) -> tuple[float, float]:
+    """(median, IQR) in ms of a training step (autograd on: no inference mode)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    t = torch.tensor(times)
+    return t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item()
+
+
+def measure_grad_pair(fn_a, fn_b, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(median, IQR) in ms of two training steps timed alternately (a, b, a, b, ...), so that drift of a
+    shared machine over the minutes a CPU step takes falls on both sides alike."""
+    fn_a(), fn_b()
+    times: dict = {fn_a: [], fn_b: []}
+    for _ in range(repeats):
+        for fn in (fn_a, fn_b):
+            start = time.perf_counter()
+            fn()
+            times[fn].append((time.perf_counter() - start) * 1e3)
+    out = []
+    for fn in (fn_a, fn_b):
+        t = torch.tensor(times[fn])
+        out.append((t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item()))
+    return out[0], out[1]
+
+
+def case_value(value, tensors: dict, device):
+    if isinstance(value, str) and value.startswith("@"):
+        return tensors[value[1:]].to(device)
+    if isinstance(value, list):
+        return [case_value(v, tensors, device) for v in value]
+    return value
