@@ -14,8 +14,8 @@ import torch.distributed as dist
 from fgclip_data import FineHARDDataset, ImageResize, SampleOptions, read_records
 from fgclip_data.tokenizer import build_word_tokenizer
 from fgclip_train.config import load_config
-from fgclip_train.data import ResumableBatchSampler, build_fgclip_collator
-from fgclip_train.model import build_model
+from fgclip_train.data import ResumableBatchSampler
+from fgclip_train.families import get_family
 
 GLOBAL_BATCH = 8
 
@@ -37,12 +37,14 @@ def main(family: str, folder: str, out: str) -> None:
     records = read_records(f"{folder}/jsonfiles/train")
     tokenizer = build_word_tokenizer((r.record.caption for r in records), family)
     torch.manual_seed(0)
-    model = build_model(config, tokenizer)
+    model = get_family(config.model.family).build_model(config, tokenizer)
     resize = ImageResize(square=64) if family == "fgclip" else ImageResize()
     data = FineHARDDataset(records, f"{folder}/grit-12m", SampleOptions(), resize)
     sampler = ResumableBatchSampler(len(data), GLOBAL_BATCH // world, world, rank, seed=3)
     indices = next(iter(sampler))
-    collate = build_fgclip_collator(config, tokenizer, model.config, 64 if family == "fgclip" else None)
+    collate = get_family(config.model.family).build_collator(
+        config, tokenizer, model.config, 64 if family == "fgclip" else None
+    )
     out_ = model(**collate([data[i] for i in indices]))
     out_.loss.backward()
     grads = {}

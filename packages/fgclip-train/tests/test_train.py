@@ -172,10 +172,11 @@ def test_bf16_and_gradient_checkpointing_on_cpu(tiny_overrides, tmp_path):
 @pytest.mark.filterwarnings("error::FutureWarning")
 def test_gradient_checkpointing_switch_turns_it_on_without_deprecated_calls():
     from fgclip_data.tokenizer import build_word_tokenizer
-    from fgclip_train.model import build_model
+    from fgclip_train.families import get_family
 
     tokenizer = build_word_tokenizer(["a red square", "a blue circle"], "fgclip2")
     for on in (False, True):
-        model = build_model(load_config(overrides=[f"--model.gradient_checkpointing={str(on).lower()}"]), tokenizer)
+        config = load_config(overrides=[f"--model.gradient_checkpointing={str(on).lower()}"])
+        model = get_family(config.model.family).build_model(config, tokenizer)
         layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
         assert layers and all(m.gradient_checkpointing is on for m in layers)

@@ -9,15 +9,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import AutoTokenizer, CLIPImageProcessor
+from transformers import AutoTokenizer
 
-from fgclip_data import FGCLIP2Collator, FGCLIPCollator, FineHARDDataset, ImageResize, SampleOptions, read_records
+from fgclip_data import FineHARDDataset, ImageResize, SampleOptions, read_records
 from fgclip_data.fgshapes import FGShapesFolder
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
 from fgclip_data.schema import FineHARDRecord
 from fgclip_data.shards import iter_shard_records
 from fgclip_data.tokenizer import build_word_tokenizer
-from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
 
 from .batches import RecordBatches, ResumableBatchSampler, ShardBatches
 from .config import TrainConfig
@@ -97,35 +96,6 @@ def image_resize(image_size: int | None) -> ImageResize:
 
 def build_dataset(config: TrainConfig, records, images: Path, image_size: int | None) -> FineHARDDataset:
     return FineHARDDataset(records, images, sample_options(config), image_resize(image_size), seed=config.schedule.seed)
-
-
-def build_fgclip_collator(config: TrainConfig, tokenizer, model_config, image_size: int | None):
-    """The FG-CLIP v1 / FG-CLIP 2 stage-2 collator of the configured family."""
-    losses = config.loss
-    common = {
-        "max_boxes": config.data.max_boxes,
-        "add_box_loss": losses.region,
-        "use_hard_neg": losses.hard_negatives,
-    }
-    if config.model.family == "fgclip":
-        text = model_config.text_config
-        processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=image_size)
-        return FGCLIPCollator(
-            tokenizer,
-            processor,
-            short_length=text.max_position_embeddings,
-            long_length=model_config.long_max_position_embeddings,
-            **common,
-        )
-    text = model_config.text_config
-    return FGCLIP2Collator(
-        tokenizer,
-        FGCLIP2ImageProcessor(patch_size=model_config.vision_config.patch_size),
-        max_num_patches=config.data.max_num_patches,
-        short_length=text.max_position_embeddings,
-        long_length=text.longtext_len,
-        **common,
-    )
 
 
 @dataclass

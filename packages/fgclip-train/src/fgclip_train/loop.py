@@ -90,8 +90,7 @@ def train(config: TrainConfig) -> dict:
     checkpointer = Checkpointer(out_dir, config.runtime.save_total_limit, env.rank)
     state = (checkpointer.resume(engine) if config.runtime.resume else None) or {"step": 0, "skipped": {}}
     step, skipped = state["step"], dict(state.get("skipped", {}))
-    if "hard_margin" in state and hasattr(engine.module, "hard_margin"):
-        engine.module.hard_margin.fill_(state["hard_margin"])
+    family.restore(engine.module, state)  # per-step state of the family (FG-CLIP 2: the margin τ)
 
     validator = None
     wants_eval = config.runtime.eval_before or config.runtime.eval_after
@@ -148,9 +147,7 @@ def train(config: TrainConfig) -> dict:
                 log.step(step, losses, scheduler.get_last_lr()[0], extra)
             every = config.runtime.save_every
             if (every and step % every == 0) or step == total:
-                trainer_state = {"step": step, "skipped": skipped, "epoch": epoch}
-                if hasattr(engine.module, "hard_margin"):
-                    trainer_state["hard_margin"] = float(engine.module.hard_margin)
+                trainer_state = {"step": step, "skipped": skipped, "epoch": epoch, **family.state(engine.module)}
                 checkpointer.save(engine, step, trainer_state, extras)
             if step >= total:
                 break

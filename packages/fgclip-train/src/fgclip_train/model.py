@@ -1,44 +1,27 @@
-"""Build the model of a run: from scratch, from an fgclip checkpoint, or from a base CLIP / SigLIP 2."""
+"""What building a model to train shares across families (each family module builds its own): the scratch size,
+the finishing steps, activation checkpointing, DeepSpeed-friendly temperatures and the optimiser groups."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
 from fgclip_data.tokenizer import vocab_size
-from fgclip_model import FGCLIPConfig, FGCLIPModel
-from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
 
 from .config import TrainConfig
 
 
-def _scratch_config(config: TrainConfig, tokenizer):
+def scratch_size(config: TrainConfig, tokenizer) -> dict:
+    """``model.size`` as a config dict (copied), with the tokenizer's vocabulary size unless set."""
     size = {k: dict(v) if isinstance(v, dict) else v for k, v in config.model.size.items()}
     text = size.setdefault("text_config", {})
     text.setdefault("vocab_size", vocab_size(tokenizer, config.model.family))
-    if config.model.family == "fgclip":
-        return FGCLIPConfig(**size)
-    text.setdefault("projection_size", text.get("hidden_size", 768))
-    return FGCLIP2Config(**size)
+    return size
 
 
-def build_model(config: TrainConfig, tokenizer) -> torch.nn.Module:
-    """The model to train, in fp32 (DeepSpeed casts for bf16 runs; master weights stay fp32)."""
-    family, init = config.model.family, config.model.init
-    if init is None:
-        model = (FGCLIPModel if family == "fgclip" else FGCLIP2Model)(_scratch_config(config, tokenizer))
-        if family == "fgclip2":  # SigLIP's initialisation for training from scratch: t = 10, b = -10
-            with torch.no_grad():
-                model.logit_scale.fill_(math.log(10.0))
-                model.logit_bias.fill_(-10.0)
-    elif family == "fgclip2":
-        model = FGCLIP2Model.from_siglip2(init) if config.model.from_base else FGCLIP2Model.from_pretrained(init)
-    elif config.model.from_base:  # an OpenAI-style HF CLIP: long tables and filip projection come from the stretch
-        model = FGCLIPModel.from_pretrained(init, strict=False)
-        model.stretch_long_positions()
-    else:
-        model = FGCLIPModel.from_pretrained(init)
+def finish_model(config: TrainConfig, model: torch.nn.Module) -> torch.nn.Module:
+    """What every FG-CLIP family's model gets before training: the region / hard-negative temperatures reset
+    (``model.extra_logit_scale``), activation checkpointing when asked, 0-dim temperatures held as [1] for
+    DeepSpeed, fp32 (DeepSpeed casts for bf16 runs; master weights stay fp32), train mode."""
     if config.model.extra_logit_scale is not None:
         with torch.no_grad():
             model.logit_scale_finegraind.fill_(config.model.extra_logit_scale)

@@ -28,7 +28,22 @@ from fgclip_data.fgshapes.tasks import (
 from fgclip_data.finehard.samples import Sample, SampleOptions, build_sample
 from fgclip_data.report import Report
 
-__all__ = ["Validator", "recall_at_1", "validation_samples"]
+__all__ = ["Validator", "build_validator", "recall_at_1", "validation_samples"]
+
+
+def build_validator(config, val_records, sources, tokenizer, collator, resize) -> Validator:
+    """The FG-CLIP families' validator (the ``Family.build_validator`` of fgclip and fgclip2)."""
+    from .data import fgshapes_vocabulary
+
+    return Validator(
+        val_records,
+        sources.images,
+        tokenizer,
+        collator,
+        resize,
+        fgshapes_vocabulary(sources),
+        config.data.negatives,
+    )
 
 
 def validation_samples(records, images, resize, negatives: int | None) -> list[Sample]:
