@@ -156,3 +156,42 @@ def test_pickled_weight_files_are_refused_not_run(golden, tmp_path):
     with pytest.raises(ValueError, match="refused, a weight file holds objects that only code execution"):
         fgclip_model.load(folder)
     assert not (tmp_path / "marker").exists()
+
+
+def test_fresh_weights_follow_the_configured_initialisation():
+    """Composite modules (text tables, attention / MLP blocks, NaFlex embeddings) are initialised, not left at
+    torch's defaults (token tables N(0, 1), uniform linears with non-zero biases)."""
+    from fgclip_model import FGCLIP2Config, FGCLIP2Model
+
+    torch.manual_seed(0)
+    size = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+    v1 = FGCLIPModel(FGCLIPConfig(text_config=size, vision_config={**size, "image_size": 64}, projection_dim=32))
+    v2 = FGCLIP2Model(
+        FGCLIP2Config(text_config={**size, "vocab_size": 4000, "projection_size": 64}, vision_config=size)
+    )
+    for model in (v1, v2):
+        tables = model.text_model.embeddings
+        for table in (tables.token_embedding, tables.position_embedding, tables.position_embedding_res):
+            assert abs(table.weight.std().item() - 0.02) < 0.003, type(model).__name__
+        layer = model.text_model.encoder.layers[0]
+        for linear in (layer.self_attn.q_proj, layer.self_attn.out_proj, layer.mlp.fc1, layer.mlp.fc2):
+            assert linear.bias.abs().max() == 0
+    attention = v1.text_model.encoder.layers[0].self_attn.q_proj.weight  # CLIP: width^-0.5 (2 layers)^-0.5
+    assert abs(attention.std().item() - 64**-0.5 * 4**-0.5) < 0.008
+    patch = v2.vision_model.embeddings.patch_embedding.weight  # SigLIP: uniform(±fan_in^-0.5)
+    assert patch.abs().max() <= 768**-0.5 and patch.abs().max() > 0.9 * 768**-0.5
+
+
+def test_a_missing_weight_is_initialised_and_the_loaded_ones_kept(golden, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(golden / "v1_s0" / "model", folder)
+    state = load_file(folder / "model.safetensors")
+    dropped = "text_filip_projection.weight"
+    save_file({k: v for k, v in state.items() if k != dropped}, folder / "model.safetensors", metadata={"format": "pt"})
+    model = FGCLIPModel.from_pretrained(folder, strict=False)
+    loaded = model.state_dict()
+    for key, value in state.items():
+        if key != dropped and not key.endswith("position_ids"):
+            assert torch.equal(loaded[key], value), key  # initialising the composites touched no loaded tensor
+    std = model.config.text_config.hidden_size**-0.5
+    assert abs(loaded[dropped].std().item() - std) < 0.4 * std  # the missing one got CLIP's projection init

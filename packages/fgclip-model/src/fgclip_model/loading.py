@@ -47,6 +47,20 @@ def check_checkpoint_files(folder: str | os.PathLike) -> None:
         check_safetensors(file)
 
 
+class GuardedInitMixin:
+    """Initialise composite modules too (text tables, attention and MLP blocks, the vision embeddings).
+
+    transformers skips ``_init_weights`` for modules without direct parameters when a model is not one of its own
+    (it cannot know that custom code uses its guarded initialisers), so a fresh FG-CLIP kept torch's defaults
+    there (token tables N(0, 1), default linears). Every ``_init_weights`` of fgclip uses
+    ``transformers.initialization``, whose functions skip tensors loaded from a checkpoint, so visiting those
+    modules is safe: only missing weights are initialised.
+    """
+
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        super()._initialize_weights(module, is_custom_code=False)
+
+
 class StrictLoadingMixin:
     """``from_pretrained`` that fails on missing or mis-shaped weights (``strict=True``, the default).
 

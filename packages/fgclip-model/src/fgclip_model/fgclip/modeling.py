@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import gather_with_grad
 from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings
-from fgclip_model.loading import StrictLoadingMixin
+from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin
 from fgclip_model.losses import contrastive_loss, hard_negative_loss, masked_contrastive_loss, normalize
 from fgclip_model.regions import (
     boxes_with_batch_index,
@@ -221,7 +221,7 @@ class FGCLIPStage2Output(ModelOutput):
 # --------------------------------------------------------------------------------------------------------- model
 
 
-class FGCLIPPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
+class FGCLIPPreTrainedModel(StrictLoadingMixin, GuardedInitMixin, PreTrainedModel):
     config_class = FGCLIPConfig
     config: FGCLIPConfig
     base_model_prefix = "clip"
@@ -261,7 +261,11 @@ class FGCLIPPreTrainedModel(StrictLoadingMixin, PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif module is self:  # the three temperatures
+        elif module is self:  # the projections (CLIP: std = width^-0.5) and the three temperatures
+            text_width = self.config.text_config.hidden_size
+            init.normal_(self.visual_projection.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
+            init.normal_(self.text_projection.weight, std=text_width**-0.5 * factor)
+            init.normal_(self.text_filip_projection.weight, std=text_width**-0.5 * factor)
             for scale in (self.logit_scale, self.logit_scale_finegraind, self.logit_scale_hardneg):
                 init.constant_(scale, self.config.logit_scale_init_value)
         elif isinstance(module, nn.Linear) and module.bias is None:  # the bias-free projections

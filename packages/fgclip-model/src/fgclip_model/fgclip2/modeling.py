@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import all_reduce_mean, gather_with_grad
 from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings
-from fgclip_model.loading import StrictLoadingMixin
+from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin
 from fgclip_model.losses import (
     fgclip2_hard_negative_terms,
     masked_contrastive_loss,
@@ -247,7 +247,7 @@ class FGCLIP2LossWeights:
 # --------------------------------------------------------------------------------------------------------- model
 
 
-class FGCLIP2PreTrainedModel(StrictLoadingMixin, PreTrainedModel):
+class FGCLIP2PreTrainedModel(StrictLoadingMixin, GuardedInitMixin, PreTrainedModel):
     config_class = FGCLIP2Config
     config: FGCLIP2Config
     base_model_prefix = "fgclip2"
