@@ -195,3 +195,27 @@ def test_a_missing_weight_is_initialised_and_the_loaded_ones_kept(golden, tmp_pa
             assert torch.equal(loaded[key], value), key  # initialising the composites touched no loaded tensor
     std = model.config.text_config.hidden_size**-0.5
     assert abs(loaded[dropped].std().item() - std) < 0.4 * std  # the missing one got CLIP's projection init
+
+
+def test_standard_forward_keywords_keep_the_inference_path(golden):
+    """transformers' callers pass return_dict= / position_ids=None / output_* flags; they used to be taken for a
+    stage-2 batch and fail in the loss."""
+    from safetensors.torch import load_file as load
+
+    from fgclip_model import FGCLIP2Model
+
+    io = load(golden / "v1_s0" / "io.safetensors")
+    v1 = FGCLIPModel.from_pretrained(golden / "v1_s0" / "model").eval()
+    with torch.no_grad():
+        out = v1(input_ids=io["input_ids_short"], pixel_values=io["pixel_values"], return_dict=True, position_ids=None)
+    assert out.logits_per_image.shape == (3, 3)
+    v2 = FGCLIP2Model.from_pretrained(golden / "v2_s0_dynamic" / "model").eval()
+    io2 = load(golden / "v2_s0_dynamic" / "io.safetensors")
+    inputs = {k: io2[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
+    with torch.no_grad():
+        out = v2(input_ids=io2["input_ids_short"], **inputs, return_dict=True, output_attentions=False)
+    torch.testing.assert_close(out.logits_per_image, io2["logits_per_image"], atol=2e-5, rtol=1e-4)
+    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+        v2(input_ids=io2["input_ids_short"], **inputs, colour="red")
+    with pytest.raises(NotImplementedError, match="output_hidden_states"):
+        v2(input_ids=io2["input_ids_short"], **inputs, output_hidden_states=True)

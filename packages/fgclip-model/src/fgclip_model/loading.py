@@ -96,3 +96,27 @@ class StrictLoadingMixin:
                 + "). Pass strict=False to initialise them instead."
             )
         return (model, info) if want_info else model
+
+
+# keywords transformers' callers pass to forward for the inference path; fgclip's towers return their final
+# features (no per-layer outputs), always as a ModelOutput
+INFERENCE_KEYWORDS = frozenset(
+    {"return_dict", "output_attentions", "output_hidden_states", "position_ids", "token_type_ids"}
+)
+
+
+def split_forward_keywords(kwargs: dict, stage2_keys: frozenset[str]) -> tuple[dict, dict]:
+    """(stage-2 batch, inference keywords) of a forward call: the batch holds the stage-2 keys; standard inference
+    keywords stay on the inference path; anything else is a clear error instead of a wrong path."""
+    stage2 = {k: v for k, v in kwargs.items() if k in stage2_keys}
+    rest = {k: v for k, v in kwargs.items() if k not in stage2_keys}
+    unknown = sorted(set(rest) - INFERENCE_KEYWORDS)
+    if unknown:
+        raise TypeError(f"forward got unexpected keyword arguments {unknown}")
+    if stage2 and rest:
+        raise TypeError(f"a stage-2 batch takes no inference keywords, got {sorted(rest)}")
+    if rest.get("output_attentions") or rest.get("output_hidden_states"):
+        raise NotImplementedError(
+            "output_attentions / output_hidden_states are not supported: the towers return their final features"
+        )
+    return stage2, rest

@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import gather_with_grad
 from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings
-from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin
+from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin, split_forward_keywords
 from fgclip_model.losses import contrastive_loss, hard_negative_loss, masked_contrastive_loss, normalize
 from fgclip_model.regions import (
     boxes_with_batch_index,
@@ -40,6 +40,27 @@ from fgclip_model.regions import (
 from .configuration import FGCLIPConfig
 
 WalkType = Literal["short", "long", "box"]
+# the keywords of a stage-2 training batch (FGCLIPModel.stage2_loss)
+STAGE2_KEYS = frozenset(
+    {
+        "image",
+        "text_short",
+        "text_long",
+        "box_infos",
+        "box_texts",
+        "box_nums",
+        "hard_infos",
+        "hard_texts",
+        "hard_nums",
+        "hard_text_mask",
+        "add_box_loss",
+        "use_hard_neg",
+        "region_loss_weight",
+        "hard_loss_weight",
+        "gather",
+        "is_cn",  # the collators mark Chinese batches; the loss does not need it
+    }
+)
 WALK_TYPES = ("short", "long", "box")
 
 
@@ -397,9 +418,12 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         walk_type: WalkType = "short",
         interpolate_pos_encoding: bool = False,
-        **stage2_batch,
+        **kwargs,
     ) -> FGCLIPOutput | FGCLIPStage2Output:
-        """CLIP similarity logits for (``input_ids``, ``pixel_values``), or the stage-2 losses for a training batch."""
+        """CLIP similarity logits for (``input_ids``, ``pixel_values``), or the stage-2 losses for a training batch
+        (``image``, ``text_short``, ``box_*``, ``hard_*``). transformers' standard keywords (``return_dict``,
+        ``position_ids=None`` ...) keep the inference path."""
+        stage2_batch, _ = split_forward_keywords(kwargs, STAGE2_KEYS)
         if stage2_batch:
             return self.stage2_loss(**stage2_batch)
         if input_ids is None or pixel_values is None:

@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import all_reduce_mean, gather_with_grad
 from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings
-from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin
+from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin, split_forward_keywords
 from fgclip_model.losses import (
     fgclip2_hard_negative_terms,
     masked_contrastive_loss,
@@ -202,6 +202,27 @@ class FGCLIP2TextTransformer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------ outputs
+
+# the keywords of a stage-2 training batch (FGCLIP2Model.stage2_loss; the pixels are forward's own arguments)
+STAGE2_KEYS = frozenset(
+    {
+        "text_short",
+        "text_long",
+        "box_infos",
+        "box_texts",
+        "box_nums",
+        "hard_infos",
+        "hard_texts",
+        "hard_nums",
+        "hard_text_mask",
+        "add_box_loss",
+        "use_hard_neg",
+        "hard_margin",
+        "weights",
+        "gather",
+        "is_cn",  # the collators mark Chinese batches; the loss does not need it
+    }
+)
 
 
 @dataclass
@@ -439,10 +460,12 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         walk_type: str = "short",
         return_loss: bool = False,
-        **stage2_batch,
+        **kwargs,
     ) -> FGCLIP2Output | FGCLIP2Stage2Output:
         """SigLIP logits for (texts, images) — ``logits_per_text = exp(s)·T·Iᵀ + b`` — or the stage-2 losses when
-        called with a training batch (``text_short``, ``text_long``, ``box_*``, ``hard_*``)."""
+        called with a training batch (``text_short``, ``text_long``, ``box_*``, ``hard_*``). transformers' standard
+        keywords (``return_dict``, ``position_ids=None`` ...) keep the inference path."""
+        stage2_batch, _ = split_forward_keywords(kwargs, STAGE2_KEYS)
         if stage2_batch:
             return self.stage2_loss(
                 pixel_values=pixel_values,
