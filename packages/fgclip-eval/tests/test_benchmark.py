@@ -80,3 +80,22 @@ def test_no_arguments_without_a_run_uses_a_random_tiny_model(shapes, tmp_path, m
     assert "random tiny FG-CLIP 2" in capsys.readouterr().err
     results = json.loads((tmp_path / "benchmark-results" / "results.json").read_text())["results"]
     assert set(results["fgshapes-hard-negatives"]) == {"accuracy"}
+
+
+def test_a_missing_optional_dependency_is_one_line(shapes, golden, tmp_path, gemma_like_tokenizer, monkeypatch, capsys):
+    from fgclip_eval.tasks import TASKS, Task, get_tasks
+
+    get_tasks(["all"])
+    model = _checkpoint(tmp_path, golden, "v2_s1_fixed", gemma_like_tokenizer)
+
+    def needs_mmseg(encoder, data_root):
+        raise ImportError("segmentation needs mmsegmentation: pip install 'fgclip-eval[seg]'")
+
+    original = TASKS["fgshapes-retrieval"]
+    monkeypatch.setitem(
+        TASKS, "fgshapes-retrieval", Task(original.name, original.description, "", needs_mmseg, original.groups)
+    )
+    args = ["--model", str(model), "--data-root", str(shapes.parent), "--output", str(tmp_path / "o"), "--quiet"]
+    assert main([*args, "--workers", "0"]) == 0  # the other FG-Shapes tasks still ran
+    err = [line for line in capsys.readouterr().err.splitlines() if "fgshapes-retrieval" in line]
+    assert err == ["benchmark: fgshapes-retrieval: segmentation needs mmsegmentation: pip install 'fgclip-eval[seg]'"]

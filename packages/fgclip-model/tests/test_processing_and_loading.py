@@ -105,3 +105,32 @@ def test_unknown_folders_are_clear_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
     with pytest.raises(ValueError, match="not a known family"):
         fgclip_model.load(tmp_path)
+
+
+def test_hub_ids_resolve_through_the_local_cache_offline(golden, tmp_path, monkeypatch, gemma_like_tokenizer):
+    """`load("org/name")` finds a snapshot in the Hugging Face cache as transformers would; offline and absent is
+    one clear error naming the cache (nothing is downloaded here)."""
+    import shutil
+
+    import pytest
+
+    import fgclip_model
+
+    snapshot = tmp_path / "hub" / "models--qihoo360--fg-clip2-base" / "snapshots" / "0123abcd"
+    shutil.copytree(golden / "v2_s0_dynamic" / "model", snapshot)
+    gemma_like_tokenizer.save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert fgclip_model.resolve("qihoo360/fg-clip2-base") == snapshot
+    model, processor = fgclip_model.load("qihoo360/fg-clip2-base")
+    assert type(model).__name__ == "FGCLIP2Model" and processor.tokenizer is not None
+    with pytest.raises(FileNotFoundError, match=r"neither a local path nor in the Hugging Face cache .*hub"):
+        fgclip_model.load("qihoo360/fg-clip2-so400m")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fgclip_model.load(tmp_path / "no-such-folder")
