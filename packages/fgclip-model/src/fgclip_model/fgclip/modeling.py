@@ -58,7 +58,6 @@ STAGE2_KEYS = frozenset(
         "region_loss_weight",
         "hard_loss_weight",
         "gather",
-        "is_cn",  # the collators mark Chinese batches; the loss does not need it
     }
 )
 WALK_TYPES = ("short", "long", "box")

@@ -220,7 +220,6 @@ STAGE2_KEYS = frozenset(
         "hard_margin",
         "weights",
         "gather",
-        "is_cn",  # the collators mark Chinese batches; the loss does not need it
     }
 )
 
