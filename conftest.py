@@ -64,3 +64,42 @@ def gemma_like_tokenizer():
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
     )
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+@pytest.fixture(scope="session")
+def bomb_png() -> bytes:
+    """A 60-byte PNG whose header declares 30000 x 30000 pixels (9e8: five times Pillow's refusal limit)."""
+    import struct
+    import zlib
+
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 30_000, 30_000, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + _png_chunk(b"IDAT", zlib.compress(b"\x00")) + _png_chunk(b"IEND", b"")
+
+
+class WritesMarker:
+    """Unpickling this would create ``path``: the proof that a loader ran code from a file."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture
+def plant_pickle():
+    """``plant_pickle(file, marker, key)``: write ``{key: <object whose unpickling creates marker>}`` with torch."""
+
+    def plant(file, marker, key: str = "optimizer_state_dict") -> None:
+        import torch
+
+        torch.save({key: WritesMarker(marker)}, file)
+
+    return plant

@@ -4,57 +4,23 @@ from __future__ import annotations
 
 import torch
 
+from fgclip_model.tiny import tower
+
 
 def clip_configs(tiny: bool) -> dict:
-    if tiny:
-        return {
-            "text_config": {
-                "hidden_size": 64,
-                "intermediate_size": 128,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "vocab_size": 49408,
-                "max_position_embeddings": 77,
-            },
-            "vision_config": {
-                "hidden_size": 64,
-                "intermediate_size": 128,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "image_size": 224,
-                "patch_size": 16,
-            },
-            "projection_dim": 64,
-        }
-    return {  # OpenAI ViT-B/16
-        "text_config": {
-            "hidden_size": 512,
-            "intermediate_size": 2048,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 8,
-            "vocab_size": 49408,
-            "max_position_embeddings": 77,
-        },
-        "vision_config": {
-            "hidden_size": 768,
-            "intermediate_size": 3072,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 12,
-            "image_size": 224,
-            "patch_size": 16,
-        },
-        "projection_dim": 512,
+    """CLIP geometry: small towers, or OpenAI ViT-B/16 (text 512 x 12 x 8 heads, vision 768 x 12 x 12)."""
+    text, vision = (tower(64, 2, 2), tower(64, 2, 2)) if tiny else (tower(512, 12, 8, 4), tower(768, 12, 12, 4))
+    return {
+        "text_config": {**text, "vocab_size": 49408, "max_position_embeddings": 77},
+        "vision_config": {**vision, "image_size": 224, "patch_size": 16},
+        "projection_dim": 64 if tiny else 512,
     }
 
 
 def siglip2_config(tiny: bool):
     from transformers import Siglip2Config
 
-    width = (
-        {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
-        if tiny
-        else {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
-    )
+    width = tower(64, 2, 2) if tiny else tower(768, 12, 12, 4)  # SigLIP 2 base
     return Siglip2Config(
         text_config={**width, "vocab_size": 32000, "max_position_embeddings": 64},
         vision_config={**width, "num_patches": 256, "patch_size": 16},

@@ -36,8 +36,9 @@ def _tiny_siglip2(folder, tokenizer):
     from transformers import Siglip2Config, Siglip2Model
 
     from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
+    from fgclip_model.tiny import tower
 
-    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    size = tower(32, 1, 2)
     config = Siglip2Config(
         text_config={**size, "vocab_size": 64, "max_position_embeddings": 64},
         vision_config={**size, "num_patches": 64, "patch_size": 16},
@@ -288,25 +289,16 @@ def test_bad_benchmark_files_are_reported_not_raised(models, benchmark_root, tmp
     assert str(broken) in err and f"{cna}:11" in err
 
 
-def test_hostile_models_and_images_are_one_line_each(models, benchmark_root, tmp_path, capsys):
+def test_hostile_models_and_images_are_one_line_each(models, benchmark_root, tmp_path, capsys, bomb_png, plant_pickle):
     """A pickle planted as a .pt or as a folder's weights is refused (its code never runs), an incomplete
     safetensors file is named, and a decompression bomb among the images skips its task with the reason."""
-    import struct
-    import zlib
-
-    import torch
-
-    class WritesMarker:
-        def __reduce__(self):
-            return (open, (str(tmp_path / "marker"), "w"))
-
     root, _ = benchmark_root
     base = ["--data-root", str(root), "--tasks", "coco", "--workers", "0", "--quiet", "--output", str(tmp_path / "o")]
-    torch.save({"token_embedding.weight": WritesMarker()}, tmp_path / "longclip-evil.pt")
+    plant_pickle(tmp_path / "longclip-evil.pt", tmp_path / "marker", key="token_embedding.weight")
     pickled = tmp_path / "pickled"
     shutil.copytree(models["v2_s1_fixed"], pickled)
     (pickled / "model.safetensors").unlink()
-    torch.save({"logit_scale": WritesMarker()}, pickled / "pytorch_model.bin")
+    plant_pickle(pickled / "pytorch_model.bin", tmp_path / "marker", key="logit_scale")
     truncated = tmp_path / "truncated"
     shutil.copytree(models["v2_s1_fixed"], truncated)
     weights = truncated / "model.safetensors"
@@ -322,14 +314,10 @@ def test_hostile_models_and_images_are_one_line_each(models, benchmark_root, tmp
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "marker").exists()
 
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     data = tmp_path / "data"
     shutil.copytree(root / "coco", data / "coco")
     bomb = data / "coco" / "images" / "val2017" / "000000000004.jpg"
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b""))
+    bomb.write_bytes(bomb_png)
     out = tmp_path / "out"
     args = ["--model", str(models["v1_s0"]), "--data-root", str(data), "--tasks", "coco", "--output", str(out)]
     assert main([*args, "--workers", "0", "--quiet"]) == 1  # every task skipped

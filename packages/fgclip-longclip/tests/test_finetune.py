@@ -50,15 +50,7 @@ def test_presets_and_help(capsys):
     assert reference.model.extra_logit_scale == 4.6052 and reference.data.short_prefix == ""
 
 
-class _WritesMarker:
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def test_finetune_resume_never_unpickles_code(tiny, tmp_path, capsys):
+def test_finetune_resume_never_unpickles_code(tiny, tmp_path, plant_pickle):
     """finetune resumes through fgclip-train's checkpointer: a planted pickle is refused, one line, exit 2."""
     import pytest
 
@@ -69,7 +61,7 @@ def test_finetune_resume_never_unpickles_code(tiny, tmp_path, capsys):
     train(load_config(preset="longclip-fgshapes", overrides=quick))
     marker = tmp_path / "marker"
     optim = tmp_path / "run" / "checkpoint-0000002" / "deepspeed" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
-    torch.save({"optimizer_state_dict": _WritesMarker(marker)}, optim)
+    plant_pickle(optim, marker)
     with pytest.raises(UnsafeCheckpoint, match=r"zero_pp_rank_0_mp_rank_00_optim_states\.pt: refused"):
         train(load_config(preset="longclip-fgshapes", overrides=[*quick, "--schedule.max_steps=4"]))
     assert not marker.exists()

@@ -142,17 +142,13 @@ def test_safetensors_headers_are_checked_before_loading(golden, tmp_path):
             fgclip_model.FGCLIP2Model.from_pretrained(folder)
 
 
-def test_pickled_weight_files_are_refused_not_run(golden, tmp_path):
+def test_pickled_weight_files_are_refused_not_run(golden, tmp_path, plant_pickle):
     import fgclip_model
-
-    class WritesMarker:
-        def __reduce__(self):
-            return (open, (str(tmp_path / "marker"), "w"))
 
     folder = tmp_path / "model"
     shutil.copytree(golden / "v2_s0_dynamic" / "model", folder)
     (folder / "model.safetensors").unlink()
-    torch.save({"logit_scale": WritesMarker()}, folder / "pytorch_model.bin")
+    plant_pickle(folder / "pytorch_model.bin", tmp_path / "marker", key="logit_scale")
     with pytest.raises(ValueError, match="refused, a weight file holds objects that only code execution"):
         fgclip_model.load(folder)
     assert not (tmp_path / "marker").exists()
@@ -219,3 +215,21 @@ def test_standard_forward_keywords_keep_the_inference_path(golden):
         v2(input_ids=io2["input_ids_short"], **inputs, colour="red")
     with pytest.raises(NotImplementedError, match="output_hidden_states"):
         v2(input_ids=io2["input_ids_short"], **inputs, output_hidden_states=True)
+
+
+def test_tiny_tower_factory_builds_both_families():
+    from fgclip_model import FGCLIP2Model
+    from fgclip_model.tiny import fgclip2_config, fgclip_config, tower
+
+    assert tower(48, 2, 4, mlp=4) == {
+        "hidden_size": 48,
+        "intermediate_size": 192,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    }
+    with pytest.raises(ValueError, match="not divisible"):
+        tower(30, 1, 4)
+    v1 = FGCLIPModel(fgclip_config(short_length=24, long_length=96, keep=8))
+    assert v1.text_model.embeddings.position_embedding_res.weight.shape == (96, 32)
+    v2 = FGCLIP2Model(fgclip2_config(vocab_size=100, short_length=24, long_length=96, keep=8))
+    assert v2.text_model.embeddings.token_embedding.weight.shape == (100, 32)

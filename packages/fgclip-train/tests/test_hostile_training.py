@@ -9,38 +9,22 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from fgclip_train.checkpoint import UnsafeCheckpoint
 from fgclip_train.config import load_config
 from fgclip_train.loop import train
 from fgclip_train.preflight import RunError
 
-
-class WritesMarker:
-    """Unpickling this would create ``path``: the proof that a checkpoint ran code."""
-
-    def __init__(self, path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
-def plant(path, marker) -> None:
-    torch.save({"optimizer_state_dict": WritesMarker(marker)}, path)
-
-
 QUICK = ["--schedule.max_steps=2", "--runtime.eval_before=false", "--runtime.eval_after=false"]
 
 
 @pytest.mark.parametrize("victim", ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "mp_rank_00_model_states.pt", "rng"])
-def test_resume_never_unpickles_code(tiny_overrides, tmp_path, victim):
+def test_resume_never_unpickles_code(tiny_overrides, tmp_path, victim, plant_pickle):
     train(load_config(overrides=[*tiny_overrides, *QUICK]))
     checkpoint = tmp_path / "run" / "checkpoint-0000002"
     marker = tmp_path / "marker"
     target = checkpoint / "rng" / "rank0.pt" if victim == "rng" else checkpoint / "deepspeed" / victim
-    plant(target, marker)
+    plant_pickle(target, marker)
     with pytest.raises(UnsafeCheckpoint, match=r"refused, it holds objects that only code execution could rebuild"):
         train(load_config(overrides=[*tiny_overrides, *QUICK, "--schedule.max_steps=4"]))
     assert not marker.exists()

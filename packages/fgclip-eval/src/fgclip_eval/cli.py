@@ -147,8 +147,9 @@ def random_tiny_model(data_root: Path, folder: Path) -> Path:
 
     from fgclip_data import read_records
     from fgclip_data.tokenizer import build_word_tokenizer, vocab_size
-    from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
+    from fgclip_model.fgclip2 import FGCLIP2Model
     from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
+    from fgclip_model.tiny import fgclip2_config
 
     from .tasks.fgshapes import locate
 
@@ -156,18 +157,7 @@ def random_tiny_model(data_root: Path, folder: Path) -> Path:
     texts = [t for r in records for t in (r.caption, r.short_caption)]
     texts += [t for r in records for b in r.bbox_info for t in (b.short_expr, b.long_expr, *b.negatives)]
     tokenizer = build_word_tokenizer(texts, "fgclip2")
-    size = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-    config = FGCLIP2Config(
-        text_config={
-            **size,
-            "vocab_size": vocab_size(tokenizer, "fgclip2"),
-            "max_position_embeddings": 24,
-            "longtext_len": 96,
-            "keep_len": 8,
-            "projection_size": 32,
-        },
-        vision_config={**size, "num_patches": 64, "patch_size": 16},
-    )
+    config = fgclip2_config(vocab_size(tokenizer, "fgclip2"), short_length=24, long_length=96, keep=8)
     torch.manual_seed(0)
     FGCLIP2Model(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
