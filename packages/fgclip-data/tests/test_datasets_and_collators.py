@@ -36,7 +36,8 @@ def test_v1_batch_layout(finehard, clip_tokenizer):
     assert batch["hard_texts"].shape[:2] == (4, 11) and batch["hard_text_mask"].all()
     first_hard = clip_tokenizer.decode(batch["hard_texts"][0, 0], skip_special_tokens=True)
     assert first_hard.replace(" ", "") == "aredball"  # positive first, lower-cased
-    assert batch["skipped"] == {} and batch["add_box_loss"] and batch["use_hard_neg"]
+    assert batch["skipped"] == {} and "box_infos" in batch and "hard_texts" in batch
+    assert "add_box_loss" not in batch and "use_hard_neg" not in batch  # loss switches are loss settings
 
 
 def test_v2_batch_layout_and_uneven_negatives(finehard, gemma_like_tokenizer, make, tmp_path):

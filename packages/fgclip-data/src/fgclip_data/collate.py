@@ -36,7 +36,9 @@ class _Collator:
         short_length: int | None = None,
         long_length: int | None = None,
     ) -> None:
-        """``short_length`` / ``long_length``: token budgets (default: the family's 77/248 or 64/196)."""
+        """``short_length`` / ``long_length``: token budgets (default: the family's 77/248 or 64/196);
+        ``add_box_loss`` / ``use_hard_neg``: build the box / hard-negative tensors (which losses run is the loss
+        settings' business, not the batch's)."""
         self.short_length = short_length or self.short_length
         self.long_length = long_length or self.long_length
         self.tokenizer = tokenizer
@@ -62,7 +64,6 @@ class _Collator:
         batch: dict = self.images([s.image for s in samples])
         batch["text_short"] = self.tokenize([s.short_caption for s in samples], self.short_length)
         batch["text_long"] = self.tokenize([s.caption for s in samples], self.long_length)
-        batch["add_box_loss"], batch["use_hard_neg"] = self.add_box_loss, self.use_hard_neg
         if self.add_box_loss:
             batch.update(self.boxes(samples))
         if self.use_hard_neg:

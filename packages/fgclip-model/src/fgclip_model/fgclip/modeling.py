@@ -36,6 +36,7 @@ from fgclip_model.regions import (
     pixels_to_normalized,
     roi_features,
 )
+from fgclip_model.stage2 import Stage2Batch, Stage2Losses, resolve_losses
 
 from .configuration import FGCLIPConfig
 
@@ -53,6 +54,7 @@ STAGE2_KEYS = frozenset(
         "hard_texts",
         "hard_nums",
         "hard_text_mask",
+        "losses",
         "add_box_loss",
         "use_hard_neg",
         "region_loss_weight",
@@ -444,44 +446,46 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         hard_texts: torch.Tensor | None = None,
         hard_nums: torch.Tensor | None = None,
         hard_text_mask: torch.Tensor | None = None,
-        add_box_loss: bool = False,
-        use_hard_neg: bool = False,
+        losses: Stage2Losses | None = None,
         region_loss_weight: float = 0.1,
         hard_loss_weight: float = 0.5,
         gather=gather_with_grad,
+        add_box_loss: bool | None = None,
+        use_hard_neg: bool | None = None,
         **_: object,
     ) -> FGCLIPStage2Output:
-        """FG-CLIP stage-2 losses for a batch in the reference collator's layout.
+        """FG-CLIP stage-2 losses for a batch in the stage-2 layout (:mod:`fgclip_model.stage2`).
 
-        * ``image`` [B, 3, S, S]; ``text_short`` [B, Ls] (≤ 77); ``text_long`` [B, Ll] (≤ 248, optional);
-        * ``box_infos`` [B, S_b, 4] (or [B*S_b, 4]) normalised xyxy, ``box_texts`` [B*S_b, Ls], ``box_nums`` [B];
-        * ``hard_infos`` [B, S_h, 4] with the flagged boxes packed to the front, ``hard_nums`` [B];
-          ``hard_texts`` [H*K, Ls] (or [H, K, Ls]) for the H = sum(hard_nums) boxes in order, each the positive
-          then K-1 negatives; ``hard_text_mask`` [H, K] marks real candidates when boxes have fewer negatives.
-
-        Losses: ``loss_long`` and ``loss_short`` (global, gathered across ranks with ``gather``), ``loss_region``
-        and ``loss_hard`` (local); ``loss = long + short + region_loss_weight·region + hard_loss_weight·hard``.
-        Shapes are static: no host-device synchronisation.
+        ``losses`` says which local losses run (default: the reference flags ``add_box_loss`` / ``use_hard_neg``
+        when given, else what the batch provides). Losses: ``loss_long`` and ``loss_short`` (global, gathered
+        across ranks with ``gather``), ``loss_region`` and ``loss_hard`` (local);
+        ``loss = long + short + region_loss_weight·region + hard_loss_weight·hard``. Shapes are static: no
+        host-device synchronisation (except flat ``hard_texts``, the reference layout).
         """
-        batch = image.shape[0]
+        losses = resolve_losses(losses, add_box_loss, use_hard_neg, box_infos, hard_texts)
+        batch = Stage2Batch.parse(
+            image.shape[0],
+            text_short,
+            text_long,
+            box_infos,
+            box_texts,
+            box_nums,
+            hard_infos,
+            hard_texts,
+            hard_nums,
+            hard_text_mask,
+            losses,
+        )
         trunk, grid_hw = self.vision_model.trunk(image)
         image_embeds = normalize(self.visual_projection(self.vision_model.pool(trunk)))
-        need_regions = add_box_loss or use_hard_neg
-        feature_map = (
-            dense_to_map(self.visual_projection(self.vision_model.dense(trunk)), grid_hw) if need_regions else None
-        )
+        feature_map = None
+        if batch.has_regions or batch.has_hard:
+            feature_map = dense_to_map(self.visual_projection(self.vision_model.dense(trunk)), grid_hw)
 
         # all short-walk texts (captions, box captions, hard candidates) in one text-tower call
-        pieces = [text_short]
-        if add_box_loss:
-            pieces.append(box_texts.reshape(-1, box_texts.shape[-1]))
-        num_hard, candidates = 0, 0
-        if use_hard_neg and hard_texts is not None and hard_texts.numel():
-            num_hard, candidates, hard_rows = self._hard_layout(hard_texts, hard_infos, hard_nums)
-            pieces.append(hard_rows)
+        pieces = batch.short_pieces()
         short_embeds = normalize(self.text_projection(self._short_tower(pieces)))
-        sizes = [p.shape[0] for p in pieces]
-        text_short_embeds, *rest = short_embeds.split(sizes)
+        text_short_embeds, *rest = short_embeds.split([p.shape[0] for p in pieces])
 
         image_all, offset = gather(image_embeds)
         short_all, _ = gather(text_short_embeds)
@@ -489,35 +493,27 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         scale = self.logit_scale.exp()
         out.loss_short = contrastive_loss(image_embeds, text_short_embeds, image_all, short_all, scale, offset)
         loss = out.loss_short
-        if text_long is not None:
-            _, long_pooled = self.text_model(text_long, walk_type="long")
+        if batch.text_long is not None:
+            _, long_pooled = self.text_model(batch.text_long, walk_type="long")
             long_embeds = normalize(self.text_filip_projection(long_pooled))
             long_all, _ = gather(long_embeds)
             out.loss_long = contrastive_loss(image_embeds, long_embeds, image_all, long_all, scale, offset)
             loss = loss + out.loss_long
 
-        if add_box_loss:
-            box_text_embeds = rest.pop(0)
-            boxes = box_infos.reshape(batch, -1, 4)[..., :4].to(feature_map.dtype)
-            slots = boxes.shape[1]
-            valid = torch.arange(slots, device=image.device)[None, :] < box_nums.reshape(batch, 1).to(image.device)
-            regions = self._roi_embeds(feature_map, boxes, grid_hw)
+        if batch.has_regions:
+            regions = self._roi_embeds(feature_map, batch.boxes.to(feature_map.dtype), grid_hw)
             out.loss_region = masked_contrastive_loss(
-                regions, box_text_embeds, valid.flatten(), self.logit_scale_finegraind.exp()
+                regions, rest.pop(0), batch.box_valid, self.logit_scale_finegraind.exp()
             )
             loss = loss + region_loss_weight * out.loss_region
 
-        if use_hard_neg:
-            if num_hard:
-                hard_text_embeds = rest.pop(0).reshape(num_hard, candidates, -1)
-                boxes = hard_infos.reshape(batch, -1, 4)[..., :4].to(feature_map.dtype)
-                slots = boxes.shape[1]
-                valid = torch.arange(slots, device=image.device)[None, :] < hard_nums.reshape(batch, 1).to(image.device)
-                # indices of the valid slots in image-major order, with a static count (no nonzero() sync)
-                order = torch.sort(valid.flatten().int(), descending=True, stable=True).indices[:num_hard]
-                regions = self._roi_embeds(feature_map, boxes, grid_hw)[order]
-                mask = None if hard_text_mask is None else hard_text_mask.reshape(num_hard, candidates).bool()
-                out.loss_hard = hard_negative_loss(regions, hard_text_embeds, self.logit_scale_hardneg.exp(), mask)
+        if losses.hard:
+            if batch.has_hard:
+                hard_text_embeds = rest.pop(0).reshape(batch.num_hard, batch.candidates, -1)
+                regions = self._roi_embeds(feature_map, batch.hard_boxes.to(feature_map.dtype), grid_hw)
+                out.loss_hard = hard_negative_loss(
+                    regions[batch.hard_order], hard_text_embeds, self.logit_scale_hardneg.exp(), batch.hard_mask
+                )
             else:
                 out.loss_hard = image_embeds.sum() * 0.0
             loss = loss + hard_loss_weight * out.loss_hard
@@ -537,27 +533,6 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         """Normalised RoI features of every box slot: boxes [B, S, 4] normalised xyxy -> [B*S, P]."""
         grid_wh = torch.tensor([grid_hw[1], grid_hw[0]], device=boxes.device).expand(boxes.shape[0], 2)
         return normalize(roi_features(feature_map, normalized_rois(boxes, grid_wh)))
-
-    @staticmethod
-    def _hard_layout(
-        hard_texts: torch.Tensor, hard_infos: torch.Tensor | None, hard_nums: torch.Tensor | None
-    ) -> tuple[int, int, torch.Tensor]:
-        """(H, K, [H*K, L] ids) from hard texts given as [H, K, L], or flat [H*K, L] (the reference layout).
-
-        For the flat layout H is read from ``hard_nums`` (one host sync); pass [H, K, L] to avoid it.
-        """
-        if hard_infos is None or hard_nums is None:
-            raise ValueError("hard_texts were given without hard_infos and hard_nums")
-        if hard_texts.ndim == 3:
-            num_hard, candidates = hard_texts.shape[:2]
-            return num_hard, candidates, hard_texts.reshape(-1, hard_texts.shape[-1])
-        num_hard = int(hard_nums.sum())
-        if num_hard == 0 or hard_texts.shape[0] % num_hard:
-            raise ValueError(
-                f"{hard_texts.shape[0]} hard texts cannot be split evenly over {num_hard} hard boxes "
-                "(sum of hard_nums); pass them as [H, K, L] with a hard_text_mask for uneven counts"
-            )
-        return num_hard, hard_texts.shape[0] // num_hard, hard_texts
 
     # ------------------------------------------------------------------------------ initialisation helpers
 

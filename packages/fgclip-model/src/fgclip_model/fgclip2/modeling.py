@@ -38,6 +38,7 @@ from fgclip_model.losses import (
     text_intra_contrastive_loss,
 )
 from fgclip_model.regions import check_boxes, normalized_rois, roi_features
+from fgclip_model.stage2 import Stage2Batch, Stage2Losses, resolve_losses
 
 from .configuration import FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig, fgclip2_config_from_siglip2
 
@@ -215,6 +216,7 @@ STAGE2_KEYS = frozenset(
         "hard_texts",
         "hard_nums",
         "hard_text_mask",
+        "losses",
         "add_box_loss",
         "use_hard_neg",
         "hard_margin",
@@ -496,37 +498,45 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         hard_texts: torch.Tensor | None = None,
         hard_nums: torch.Tensor | None = None,
         hard_text_mask: torch.Tensor | None = None,
-        add_box_loss: bool = False,
-        use_hard_neg: bool = False,
+        losses: Stage2Losses | None = None,
         hard_margin: torch.Tensor | float | None = None,
         weights: FGCLIP2LossWeights | None = None,
         gather=gather_with_grad,
+        add_box_loss: bool | None = None,
+        use_hard_neg: bool | None = None,
         **_: object,
     ) -> FGCLIP2Stage2Output:
         """FG-CLIP 2 stage-2 losses (the reference trainer model's forward) for a batch in the reference layout.
 
         Global: ``L_sig(I, long) + L_sig(I, short)`` (texts gathered across ranks with ``gather``). Local:
         region InfoNCE, TIC over region texts, and the hard-negative block ``0.6·itc + 3·pair + 0.4·rank``.
-        Boxes: ``box_infos`` [B, S, 4] or [B·S, 4] normalised xyxy, ``box_texts`` [B·S, L], ``box_nums`` [B];
-        ``hard_infos`` / ``hard_nums`` with flagged boxes packed first and ``hard_texts`` [H, K1, L] (or flat
-        [H·K1, L]) holding each box's positive then negatives. ``hard_margin`` defaults to the model's running
+        The batch layout is :mod:`fgclip_model.stage2`'s; ``losses`` says which local losses run (default: the
+        reference flags ``add_box_loss`` / ``use_hard_neg`` when given, else what the batch provides).
+        ``hard_margin`` defaults to the model's running
         margin, which a training-mode call replaces with the new estimate (mean over ranks, clamped to
         [0, ``weights.margin_max``]), returned as ``hard_margin``.
         """
         weights = weights or FGCLIP2LossWeights()
-        batch = pixel_values.shape[0]
+        losses = resolve_losses(losses, add_box_loss, use_hard_neg, box_infos, hard_texts)
+        batch = Stage2Batch.parse(
+            pixel_values.shape[0],
+            text_short,
+            text_long,
+            box_infos,
+            box_texts,
+            box_nums,
+            hard_infos,
+            hard_texts,
+            hard_nums,
+            hard_text_mask,
+            losses,
+        )
         shapes = self._shapes(pixel_values, spatial_shapes)
         tokens = self.vision_model(pixel_values, pixel_attention_mask, shapes)
         image_embeds = normalize(self.vision_model.head(tokens, pixel_attention_mask))
 
         # every 64-position text (short captions, box captions, hard candidates) in one tower call
-        pieces = [text_short]
-        if add_box_loss:
-            pieces.append(box_texts.reshape(-1, box_texts.shape[-1]))
-        num_hard = candidates = 0
-        if use_hard_neg and hard_texts is not None and hard_texts.numel():
-            num_hard, candidates, hard_rows = _hard_layout(hard_texts, hard_nums)
-            pieces.append(hard_rows)
+        pieces = batch.short_pieces()
         pooled = self._short_tower(pieces)
         short_pooled, *rest = pooled.split([p.shape[0] for p in pieces])
 
@@ -536,34 +546,29 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         short_all, offset = gather(short_embeds)
         out.loss_short = sigmoid_loss(image_embeds, short_all, scale, bias, offset)
         loss = out.loss_short
-        if text_long is not None:
-            long_embeds = normalize(self.longtext_head(self.text_model(text_long, walk_type="long")))
+        if batch.text_long is not None:
+            long_embeds = normalize(self.longtext_head(self.text_model(batch.text_long, walk_type="long")))
             long_all, _ = gather(long_embeds)
             out.loss_long = sigmoid_loss(image_embeds, long_all, scale, bias, offset)
             loss = loss + out.loss_long
 
         maps = None
-        if add_box_loss or num_hard:
+        if batch.has_regions or batch.has_hard:
             maps = self._feature_maps(self.dense_feature_head.dense(tokens, pixel_attention_mask), shapes)
-        if add_box_loss:
-            boxes = box_infos.reshape(batch, -1, 4)[..., :4]
-            valid = _first_slots(boxes.shape[1], box_nums, batch, boxes.device)
-            regions = normalize(self._slot_region_features(maps, shapes, boxes))
+        if batch.has_regions:
+            regions = normalize(self._slot_region_features(maps, shapes, batch.boxes))
             texts = normalize(self.boxtext_head(rest.pop(0)))
+            valid = batch.box_valid
             out.loss_region = masked_contrastive_loss(regions, texts, valid, self.logit_scale_finegraind.exp())
             out.loss_tic = text_intra_contrastive_loss(texts, valid)
             loss = loss + weights.region * out.loss_region + weights.tic * out.loss_tic
 
         margin = self.hard_margin if hard_margin is None else torch.as_tensor(hard_margin, dtype=torch.float32)
         out.hard_margin = margin
-        if num_hard:
-            boxes = hard_infos.reshape(batch, -1, 4)[..., :4]
-            valid = _first_slots(boxes.shape[1], hard_nums, batch, boxes.device)
-            order = torch.sort(valid.flatten().int(), descending=True, stable=True).indices[:num_hard]
-            regions = normalize(self._slot_region_features(maps, shapes, boxes)[order])
-            texts = normalize(self.boxtext_head(rest.pop(0))).reshape(num_hard, candidates, -1)
-            mask = None if hard_text_mask is None else hard_text_mask.reshape(num_hard, candidates).bool()
-            terms = fgclip2_hard_negative_terms(regions, texts, self.logit_scale_hardneg.exp(), margin, mask)
+        if batch.has_hard:
+            regions = normalize(self._slot_region_features(maps, shapes, batch.hard_boxes)[batch.hard_order])
+            texts = normalize(self.boxtext_head(rest.pop(0))).reshape(batch.num_hard, batch.candidates, -1)
+            terms = fgclip2_hard_negative_terms(regions, texts, self.logit_scale_hardneg.exp(), margin, batch.hard_mask)
             out.loss_hard_itc, out.loss_hard_pair, out.loss_hard_rank = terms.itc, terms.pair, terms.rank
             out.loss_hard = (
                 weights.hard_itc * terms.itc + weights.hard_pair * terms.pair + weights.hard_rank * terms.rank
@@ -571,10 +576,10 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             loss = loss + weights.hard * out.loss_hard
             estimate = terms.margin_estimate
         else:
-            if use_hard_neg:
+            if losses.hard:
                 out.loss_hard = image_embeds.sum() * 0.0
             estimate = margin.to(image_embeds.device)  # ranks without hard boxes contribute their current margin
-        if use_hard_neg:
+        if losses.hard:
             out.hard_margin = all_reduce_mean(estimate.float()).clamp(0.0, weights.margin_max)
             if self.training and hard_margin is None:
                 self.hard_margin.copy_(out.hard_margin)
@@ -671,22 +676,3 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             for head in (self.longtext_head, self.boxtext_head):
                 head.load_state_dict(self.text_model.head.state_dict())
             self.dense_feature_head.load_state_dict(self.vision_model.head.state_dict())
-
-
-def _first_slots(slots: int, nums: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    """[B·S] mask of the first ``nums[b]`` slots of every image."""
-    return (torch.arange(slots, device=device)[None, :] < nums.reshape(batch, 1).to(device)).flatten()
-
-
-def _hard_layout(hard_texts: torch.Tensor, hard_nums: torch.Tensor | None) -> tuple[int, int, torch.Tensor]:
-    """(H, K1, [H·K1, L] ids) from [H, K1, L] hard texts, or flat [H·K1, L] with H = Σ hard_nums (one sync)."""
-    if hard_texts.ndim == 3:
-        return hard_texts.shape[0], hard_texts.shape[1], hard_texts.reshape(-1, hard_texts.shape[-1])
-    if hard_nums is None:
-        raise ValueError("flat hard_texts need hard_nums")
-    num_hard = int(hard_nums.sum())
-    if num_hard == 0 or hard_texts.shape[0] % num_hard:
-        raise ValueError(
-            f"{hard_texts.shape[0]} hard texts cannot be split evenly over {num_hard} hard boxes (sum of hard_nums)"
-        )
-    return num_hard, hard_texts.shape[0] // num_hard, hard_texts
