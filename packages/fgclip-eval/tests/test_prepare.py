@@ -74,6 +74,14 @@ def test_flickr30k_test_split_from_the_karpathy_file(tmp_path, capsys, files):
     write_text(tmp_path / "bad.json", '{"images": [{"file": 1, "split": "test"}]}')
     assert main(["--data-root", str(tmp_path), "flickr30k", str(tmp_path / "bad.json")]) == 2
     assert "not a Karpathy split file" in capsys.readouterr().err
+    assert main(["--data-root", str(tmp_path), "flickr30k", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist (expected Karpathy's dataset_flickr30k.json)" in capsys.readouterr().err
+    write_text(tmp_path / "other.json", json.dumps({"images": images[:1]}))  # no test image
+    assert main(["--data-root", str(tmp_path / "elsewhere"), "flickr30k", str(tmp_path / "other.json")]) == 2
+    assert "no image has split 'test'" in capsys.readouterr().err
+    write_text(tmp_path / "dataset_flickr30k.json", json.dumps({"images": images[1:2]}))  # another test split
+    assert main(["--data-root", str(tmp_path), "flickr30k", str(tmp_path / "dataset_flickr30k.json")]) == 2
+    assert "exists with other content" in capsys.readouterr().err  # the earlier output is not overwritten
 
 
 def test_download_is_torchvision_with_download_true(tmp_path, monkeypatch, capsys):

@@ -200,10 +200,45 @@ def test_fgclip2_budgets_per_image_equal_one_image_per_call(fgclip2, data):
             torch.testing.assert_close(batched[i : i + 1], model.get_image_features(**single), atol=2e-5, rtol=1e-4)
 
 
-def test_fgclip2_training_convention_is_an_option(fgclip2, data, tmp_path):
+def _share1k_reference(model, data, tokenizer, mask: bool) -> dict[str, float]:
+    """fgclip2/eval/share1k_retrieval.py: one record at a time, lower-cased caption padded to 196 on the long walk,
+    the whole tokenizer output (or, for the training convention, the ids alone), sigmoid scores, argsort tails."""
+    processor = FGCLIP2ImageProcessor()
+    records = json.loads(next((data / "sharegpt4v").rglob("share-captioner_*.json")).read_text())[:1000]
+    images, texts = [], []
+    with torch.no_grad():
+        for record in records:
+            path = data / "sharegpt4v" / "data" / record["image"]
+            images.append(
+                model.get_image_features(**processor(images=Image.open(path).convert("RGB"), return_tensors="pt"))
+            )
+            tokens = tokenizer(
+                [record["conversations"][1]["value"].lower()],
+                padding="max_length",
+                max_length=196,
+                truncation=True,
+                return_tensors="pt",
+            )
+            ids = {k: v for k, v in tokens.items() if k == "input_ids" or (mask and k == "attention_mask")}
+            texts.extend(model.get_text_features(**ids, walk_type="long"))
+        image = F.normalize(torch.cat(images), dim=-1)
+        text = F.normalize(torch.stack(texts), dim=-1)
+        similarity = torch.sigmoid(model.logit_scale.exp() * image @ text.T + model.logit_bias)
+    n = len(records)
+    return {
+        "i2t_r1": sum(int(similarity[i].argsort()[-1]) == i for i in range(n)) / n,
+        "t2i_r1": sum(int(similarity.T[i].argsort()[-1]) == i for i in range(n)) / n,
+    }
+
+
+def test_fgclip2_training_convention_is_an_option(fgclip2, data, tmp_path, gemma_like_tokenizer):
+    """The default is the reference's masked text; ``--no-text-mask`` is the same loop without the mask."""
+    model = fgclip_model.FGCLIP2Model.from_pretrained(fgclip2).eval()
     masked = _run(fgclip2, data, "sharegpt4v-1k", tmp_path / "a")["sharegpt4v-1k"]
     unmasked = _run(fgclip2, data, "sharegpt4v-1k", tmp_path / "b", "--no-text-mask")["sharegpt4v-1k"]
-    assert set(masked) == set(unmasked) == {"i2t_r1", "t2i_r1"}
+    assert masked == pytest.approx(_share1k_reference(model, data, gemma_like_tokenizer, mask=True), abs=1e-6)
+    assert unmasked == pytest.approx(_share1k_reference(model, data, gemma_like_tokenizer, mask=False), abs=1e-6)
+    assert masked != unmasked  # the data tells the two conventions apart (I2T R@1 0.5 vs 0.17)
 
 
 def test_sharegpt4v_images_in_sharegpt4v_data_layout(fgclip2, data, tmp_path):

@@ -233,3 +233,16 @@ def test_tiny_tower_factory_builds_both_families():
     assert v1.text_model.embeddings.position_embedding_res.weight.shape == (96, 32)
     v2 = FGCLIP2Model(fgclip2_config(vocab_size=100, short_length=24, long_length=96, keep=8))
     assert v2.text_model.embeddings.token_embedding.weight.shape == (100, 32)
+
+
+def test_forward_mixing_a_stage2_batch_with_inference_keywords_and_a_broken_config_are_clear_errors(golden, tmp_path):
+    import fgclip_model
+
+    v1 = FGCLIPModel.from_pretrained(golden / "v1_s0" / "model")
+    with pytest.raises(TypeError, match="a stage-2 batch takes no inference keywords"):
+        v1(image=torch.zeros(1, 3, 64, 64), text_short=torch.zeros(1, 5, dtype=torch.long), return_dict=True)
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "fgclip2", ')
+    with pytest.raises(ValueError, match=r"config\.json is not valid JSON"):
+        fgclip_model.load(folder)

@@ -165,3 +165,34 @@ def test_pure_loss_functions_on_crafted_embeddings():
         hard_negative_loss(torch.ones(2, 4), cands, torch.tensor(1.0)), torch.log(torch.tensor(5.0))
     )
     assert hard_negative_loss(torch.zeros(0, 4), torch.zeros(0, 5, 4), torch.tensor(1.0)) == 0
+
+
+def test_stage2_batch_names_what_is_wrong():
+    import pytest
+
+    from fgclip_model.stage2 import Stage2Batch, Stage2Losses, resolve_losses
+
+    ids = torch.zeros(2, 5, dtype=torch.long)
+    boxes = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match=r"text_short must be \[2, L\]"):
+        Stage2Batch.parse(2, torch.zeros(3, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="the region loss needs box_infos, box_texts and box_nums"):
+        Stage2Batch.parse(2, ids, losses=Stage2Losses(regions=True, hard=False))
+    with pytest.raises(ValueError, match="box_texts has 5 rows for 2 x 3 box slots"):
+        Stage2Batch.parse(2, ids, None, boxes, torch.zeros(5, 5, dtype=torch.long), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"box_infos must be \[2, S, 4\]"):
+        Stage2Batch.parse(2, ids, None, torch.zeros(7, 4), torch.zeros(6, 5, dtype=torch.long), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="hard_texts were given without hard_infos"):
+        Stage2Batch.parse(2, ids, hard_texts=torch.zeros(1, 11, 5, dtype=torch.long), losses=Stage2Losses(False))
+    with pytest.raises(ValueError, match="cannot be split evenly over 3 hard boxes"):
+        Stage2Batch.parse(
+            2, ids, hard_infos=boxes, hard_texts=torch.zeros(10, 5, dtype=torch.long),
+            hard_nums=torch.tensor([1, 2]), losses=Stage2Losses(regions=False),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="not both"):
+        resolve_losses(Stage2Losses(), add_box_loss=True)
+    assert resolve_losses(None, box_infos=boxes) == Stage2Losses(regions=True, hard=False)  # what the batch provides
+    parsed = Stage2Batch.parse(
+        2, ids, None, boxes, torch.zeros(6, 5, dtype=torch.long), torch.tensor([1, 3]), losses=Stage2Losses(hard=False)
+    )
+    assert parsed.box_valid.tolist() == [True, False, False, True, True, True] and not parsed.has_hard

@@ -2,7 +2,7 @@
 
 Pillow refuses images whose header declares more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (89,478,485 by
 default, so 178,956,970) with ``DecompressionBombError``, which is not an ``OSError``; here it is a bad image like a
-truncated one (reason ``"image over the pixel limit"``). Images between the limit and twice it decode; a JPEG that
+truncated one (reason :data:`BOMB`). Images between the limit and twice it decode; a JPEG that
 large is decoded at a reduced scale (``Image.draft``) when the caller says how small it will be resized.
 """
 
@@ -14,7 +14,6 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-PIXEL_LIMIT = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)  # Pillow's refusal threshold
 DRAFT_ABOVE = 16_000_000  # pixels: JPEGs larger than this are decoded at a reduced scale when a target is given
 
 MISSING = "missing image"

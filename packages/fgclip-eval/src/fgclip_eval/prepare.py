@@ -23,6 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tasks.classification import TORCHVISION_SETS
+
 SYNSET_FILE = re.compile(r"^(?P<stem>.+)_(?P<wnid>n\d{8})\.(?P<ext>jpe?g|JPE?G|png|PNG)$")
 
 
@@ -122,18 +124,13 @@ def flickr30k_from_karpathy(karpathy: Path, data_root: Path) -> Report:
     return report
 
 
-# name -> (torchvision class, constructor keywords)
+# name -> (torchvision class, constructor keywords): the classification tasks' sets, with CIFAR and Flowers-102
+# (read by readers of their own there, but downloaded by torchvision like the others)
 DOWNLOADS: dict[str, tuple[str, dict]] = {
     "cifar10": ("CIFAR10", {"train": False}),
     "cifar100": ("CIFAR100", {"train": False}),
     "flowers": ("Flowers102", {"split": "test"}),
-    "food101": ("Food101", {"split": "test"}),
-    "sun397": ("SUN397", {}),
-    "stanford_car": ("StanfordCars", {"split": "test"}),
-    "aircraft": ("FGVCAircraft", {"split": "test"}),
-    "dtd": ("DTD", {"split": "test"}),
-    "pets": ("OxfordIIITPet", {"split": "test"}),
-    "caltech101": ("Caltech101", {}),
+    **{name: (cls, kwargs) for name, (cls, kwargs, _, _) in TORCHVISION_SETS.items()},
 }
 
 

@@ -13,6 +13,7 @@ import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from transformers import (
@@ -31,7 +32,8 @@ from fgclip_model.fgclip.processing import FGCLIPProcessor
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model, FGCLIP2TextConfig, FGCLIP2VisionConfig
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor, Fgclip2ImageProcessor
 from fgclip_model.fgclip2.processing import FGCLIP2Processor
-from fgclip_model.loading import check_checkpoint_files
+from fgclip_model.loading import check_checkpoint_files, unsupported_global
+from fgclip_model.longclip import LONG_CONTEXT, load_longclip_checkpoint, read_state_dict
 from fgclip_model.longclip.processing import LongCLIPProcessor
 
 _registered = False
@@ -84,17 +86,10 @@ class Family:
     walks: bool = False
 
 
-def _longclip_file(path, **kwargs):
-    from fgclip_model.longclip import load_longclip_checkpoint
-
-    model = load_longclip_checkpoint(path)
-    return model.to(kwargs["dtype"]) if kwargs.get("dtype") else model
-
-
-def _openai_file(path, **kwargs):
-    from fgclip_model.longclip import load_longclip_checkpoint
-
-    model = load_longclip_checkpoint(path, new_length=None)  # an OpenAI state dict keeps its 77 positions
+def _load_state_dict_file(path, new_length: int | None, **kwargs):
+    """An original ``.pt`` state dict as a ``CLIPModel``: Long-CLIP's at ``new_length`` positions, or (``None``) at
+    the file's own table (an OpenAI state dict keeps its 77 positions)."""
+    model = load_longclip_checkpoint(path, new_length=new_length)
     return model.to(kwargs["dtype"]) if kwargs.get("dtype") else model
 
 
@@ -112,8 +107,8 @@ FAMILIES: dict[str, Family] = {
     ),
     # a CLIPModel with Long-CLIP's 248 text positions (converted, or fine-tuned by fgclip-longclip), or an original
     # longclip-*.pt: Long-CLIP's own resize + centre crop and BPE
-    "longclip": Family((), (), CLIPModel, LongCLIPProcessor, _longclip_file),
-    "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor, _openai_file),
+    "longclip": Family((), (), CLIPModel, LongCLIPProcessor, partial(_load_state_dict_file, new_length=LONG_CONTEXT)),
+    "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor, partial(_load_state_dict_file, new_length=None)),
     # plain SigLIP 2 (NaFlex), the baseline FG-CLIP 2 starts from: same image processor, one 64-token text walk
     "siglip2": Family(("Siglip2Model",), ("siglip2",), Siglip2Model, FGCLIP2Processor, naflex=True),
 }
@@ -143,8 +138,6 @@ def resolve(path_or_id: str | os.PathLike) -> Path:
 
 
 def _file_family(path: Path) -> str:
-    from fgclip_model.longclip import read_state_dict
-
     rows = read_state_dict(path)["positional_embedding"].shape[0]
     return "clip" if rows == 77 else "longclip"
 
@@ -198,8 +191,9 @@ def load(path_or_id: str | os.PathLike, **kwargs):
         else:
             model = family.model_class.from_pretrained(path, **kwargs)
     except pickle.UnpicklingError as err:  # a pickled (.bin / .pt) weight file asking for more than tensors
+        why = unsupported_global(err)
         raise ValueError(
-            f"{path}: refused, a weight file holds objects that only code execution could rebuild (weights load "
+            f"{path}: refused, a weight file holds objects that only code execution could rebuild{why} (weights load "
             "with weights_only=True); use a safetensors copy of the checkpoint"
         ) from err
     image_size = getattr(model.config.vision_config, "image_size", None)

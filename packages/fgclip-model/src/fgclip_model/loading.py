@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 SAFETENSORS_HEADER_LIMIT = 100_000_000  # bytes: what the safetensors format itself accepts
@@ -45,6 +46,12 @@ def check_checkpoint_files(folder: str | os.PathLike) -> None:
     """:func:`check_safetensors` on every ``*.safetensors`` of a checkpoint folder."""
     for file in sorted(Path(folder).glob("*.safetensors")):
         check_safetensors(file)
+
+
+def unsupported_global(err: Exception) -> str:
+    """`` (it asks for <module.Class>)`` from torch's weights-only refusal of a pickle, or ``""``."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return f" (it asks for {match.group(1)})" if match else ""
 
 
 class GuardedInitMixin:

@@ -1,7 +1,7 @@
-"""Small transformer towers, one factory for every place that builds a model from scratch: the FG-Shapes training
-presets, the tests, the benchmark's chance-level model and the performance harness.
+"""Small transformer towers for models built from scratch: the tests, the benchmark's chance-level model and the
+performance harness.
 
-``tower(width, layers, heads)`` is the four numbers a tower needs (MLP 4× or ``mlp`` times wider);
+``tower(width, layers, heads, mlp)`` is the four numbers a tower needs (its MLP ``mlp`` times wider);
 ``fgclip_config`` / ``fgclip2_config`` build the families' configs around two such towers.
 """
 

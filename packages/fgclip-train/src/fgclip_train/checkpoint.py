@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fgclip_model.loading import unsupported_global
+
 STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -68,10 +70,9 @@ def weights_only_loading() -> Iterator[None]:
             with torch.serialization.safe_globals(allowed):
                 return real_load(f, *args, **kwargs)
         except pickle.UnpicklingError as err:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-            what = f" (it asks for {found.group(1)})" if found else ""
+            why = unsupported_global(err)
             raise UnsafeCheckpoint(
-                f"{f}: refused, it holds objects that only code execution could rebuild{what}; fgclip loads "
+                f"{f}: refused, it holds objects that only code execution could rebuild{why}; fgclip loads "
                 "training state with weights_only=True. Resume only from checkpoints written by fgclip-train, or "
                 "start afresh with --runtime.resume=false in a new output_dir"
             ) from err

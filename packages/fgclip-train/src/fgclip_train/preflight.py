@@ -13,7 +13,7 @@ from pathlib import Path
 from .config import TrainConfig
 
 # what a run writes into its output_dir (and, with runtime.overwrite, what it may remove)
-RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "training_curves.png", "tensorboard")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "tensorboard")
 RUN_DIR_PREFIXES = ("checkpoint-", ".tmp-checkpoint-")
 
 

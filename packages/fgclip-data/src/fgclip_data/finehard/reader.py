@@ -72,9 +72,8 @@ def iter_raw(path: Path, report: Report) -> Iterator[tuple[int, object]]:
             try:
                 for index, item in enumerate(ijson.items(f, "item", use_float=True)):
                     yield index, item
-            except (ijson.JSONError, UnicodeDecodeError, ValueError) as err:
-                reason = "truncated JSON array" if "incomplete" in str(err).lower() else "malformed JSON array"
-                report.problem(f"{reason}; rest of the file skipped", str(path), index + 1)
+            except (ijson.JSONError, UnicodeDecodeError, ValueError):  # truncated, binary or invalid
+                report.problem("malformed JSON array; rest of the file skipped", str(path), index + 1)
         return
     with open(path, "rb") as f:
         for index, raw in enumerate(f):

@@ -283,11 +283,7 @@ class FGCLIPPreTrainedModel(StrictLoadingMixin, GuardedInitMixin, PreTrainedMode
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif module is self:  # the projections (CLIP: std = width^-0.5) and the three temperatures
-            text_width = self.config.text_config.hidden_size
-            init.normal_(self.visual_projection.weight, std=self.config.vision_config.hidden_size**-0.5 * factor)
-            init.normal_(self.text_projection.weight, std=text_width**-0.5 * factor)
-            init.normal_(self.text_filip_projection.weight, std=text_width**-0.5 * factor)
+        elif module is self:  # the three temperatures
             for scale in (self.logit_scale, self.logit_scale_finegraind, self.logit_scale_hardneg):
                 init.constant_(scale, self.config.logit_scale_init_value)
         elif isinstance(module, nn.Linear) and module.bias is None:  # the bias-free projections

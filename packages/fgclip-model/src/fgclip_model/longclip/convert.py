@@ -20,6 +20,8 @@ from collections.abc import Mapping
 import torch
 from transformers import CLIPConfig, CLIPModel
 
+from fgclip_model.loading import unsupported_global
+
 from .stretch import stretch_positions
 
 LONG_CONTEXT = 248
@@ -98,7 +100,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{path} refused: it holds objects other than tensors and plain containers, which only code execution "
-            f"could rebuild (fgclip loads weights with weights_only=True){_unsupported_global(err)}"
+            f"could rebuild (fgclip loads weights with weights_only=True){unsupported_global(err)}"
         ) from err
     except (EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is truncated or not a PyTorch file ({type(err).__name__}: {err})") from err
@@ -110,12 +112,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if "token_embedding.weight" not in state or "visual.conv1.weight" not in state:
         raise ValueError(f"{path} is not an OpenAI / Long-CLIP ViT state dict (no token_embedding / visual.conv1)")
     return state
-
-
-def _unsupported_global(err: Exception) -> str:
-    """The ``Unsupported global: ...`` part of torch's weights-only refusal, if it names one."""
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-    return f" (it asks for {match.group(1)})" if match else ""
 
 
 def _count_blocks(state: Mapping[str, torch.Tensor], prefix: str) -> int:

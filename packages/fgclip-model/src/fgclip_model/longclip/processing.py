@@ -81,18 +81,11 @@ class LongCLIPTokenizer:
     def __call__(
         self, texts: Sequence[str], max_length: int = 248, padding: bool | str = True, **_: object
     ) -> dict[str, torch.Tensor]:
-        rows = []
-        for text in texts:
-            ids = [self.sot, *self.bpe.encode(text), self.eot]
-            if len(ids) > max_length:  # longclip.tokenize(truncate=True): keep the end-of-text token
-                ids = ids[:max_length]
-                ids[-1] = self.eot
-            rows.append(ids)
-        width = max_length if padding == "max_length" else max((len(r) for r in rows), default=1)
-        out = torch.zeros(len(rows), width, dtype=torch.long)
-        for i, ids in enumerate(rows):
-            out[i, : len(ids)] = torch.tensor(ids)
-        return {"input_ids": out}
+        # open_clip's call is longclip.tokenize(truncate=True): SOT + BPE + EOT, cut keeping EOT, zero padding
+        ids = self.bpe(list(texts), context_length=max_length).long()
+        if padding != "max_length":  # pad to the longest text only (EOT is the last non-zero id of each row)
+            ids = ids[:, : max(int((ids != 0).sum(dim=1).max()), 1)] if len(ids) else ids[:, :1]
+        return {"input_ids": ids}
 
 
 class LongCLIPProcessor(WalkProcessor):

@@ -34,6 +34,13 @@ class Family:
 FAMILIES: dict[str, Family] = {}
 
 
+def loss_switches(config: TrainConfig):
+    """Which local losses the FG-CLIP families compute (``loss.region``, ``loss.hard_negatives``)."""
+    from fgclip_model.stage2 import Stage2Losses
+
+    return Stage2Losses(regions=config.loss.region, hard=config.loss.hard_negatives)
+
+
 def register_family(family: Family) -> None:
     """Make ``family`` trainable by ``--model.family=<name>``."""
     FAMILIES[family.name] = family

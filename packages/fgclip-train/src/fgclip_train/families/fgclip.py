@@ -7,9 +7,8 @@ from transformers import CLIPImageProcessor
 
 from fgclip_data import FGCLIPCollator
 from fgclip_model import FGCLIPConfig, FGCLIPModel
-from fgclip_model.stage2 import Stage2Losses
 from fgclip_train.config import TrainConfig
-from fgclip_train.families import Family
+from fgclip_train.families import Family, loss_switches
 from fgclip_train.model import finish_model, scratch_size
 from fgclip_train.validation import build_validator
 
@@ -42,7 +41,7 @@ def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int
 
 def loss_kwargs(config: TrainConfig) -> dict:
     return {
-        "losses": Stage2Losses(regions=config.loss.region, hard=config.loss.hard_negatives),
+        "losses": loss_switches(config),
         "region_loss_weight": config.region_weight,
         "hard_loss_weight": config.loss.hard_weight,
     }

@@ -10,9 +10,8 @@ import torch
 from fgclip_data import FGCLIP2Collator
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2LossWeights, FGCLIP2Model
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
-from fgclip_model.stage2 import Stage2Losses
 from fgclip_train.config import TrainConfig
-from fgclip_train.families import Family
+from fgclip_train.families import Family, loss_switches
 from fgclip_train.model import finish_model, scratch_size
 from fgclip_train.validation import build_validator
 
@@ -52,7 +51,7 @@ def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int
 
 def loss_kwargs(config: TrainConfig) -> dict:
     weights = FGCLIP2LossWeights(region=config.region_weight, tic=config.loss.tic_weight, hard=config.loss.hard_weight)
-    return {"weights": weights, "losses": Stage2Losses(regions=config.loss.region, hard=config.loss.hard_negatives)}
+    return {"weights": weights, "losses": loss_switches(config)}
 
 
 def state(model) -> dict:
