@@ -10,7 +10,15 @@ from PIL import Image
 
 from fgclip_data import FineHARDDataset, read_records
 from fgclip_data.cli import main
-from fgclip_data.fgshapes.generate import COLORS, POSITIONS, SHAPES, SIZES, GenerateOptions, generate
+from fgclip_data.fgshapes.generate import (
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    GenerateOptions,
+    generate,
+    position_describes,
+)
 
 
 def _digest(folder) -> str:
@@ -73,6 +81,31 @@ def test_captions_boxes_and_hard_negatives(tmp_path):
                 others = {b.short_expr for b in rec.bbox_info if b is not box}
                 assert neg not in others  # never the true description of another object
             assert changed_kinds == {0, 1, 2, 3}  # colour, shape, size and position all used
+
+
+def test_no_negative_still_describes_its_object(tmp_path):
+    """A position rewrite must be false of the box: "on the left" is true of an object in the bottom left, so it
+    is never a negative there (the side phrases name a whole row or column; the corners and the centre a cell)."""
+    cell_of = {phrase: cell for cell, (phrase, _) in POSITIONS.items()}
+    generate(tmp_path, GenerateOptions(n=300, seed=3, workers=1, val_fraction=0.0))
+    checked = side_cases = 0
+    for ref in read_records(tmp_path / "jsonfiles" / "train"):
+        for box in ref.record.bbox_info:
+            row, col = cell_of[_attributes(box.short_expr)[3]]  # the cell of the box centre (tested above)
+            true_phrases = {"on the left"} if col == 0 else {"on the right"} if col == 2 else set()
+            true_phrases |= {"at the top"} if row == 0 else {"at the bottom"} if row == 2 else set()
+            true_phrases.add(POSITIONS[(row, col)][0])
+            for neg in box.negatives:
+                position = _attributes(neg)[3]
+                if _attributes(neg)[:3] != _attributes(box.short_expr)[:3]:
+                    continue  # colour, shape or size changed: false whatever the position says
+                assert position not in true_phrases, (box.short_expr, neg)
+                assert position_describes(cell_of[position], (row, col)) == (position in true_phrases)
+                checked += 1
+            side_cases += (row, col) in {(0, 0), (0, 2), (2, 0), (2, 2)}
+    assert checked > 2000 and side_cases > 100  # corner objects (two excluded side phrases each) were exercised
+    assert position_describes((1, 0), (2, 0)) and position_describes((0, 1), (0, 2))
+    assert not position_describes((0, 0), (1, 0)) and not position_describes((1, 1), (0, 1))
 
 
 def test_bilingual_flavour(tmp_path):

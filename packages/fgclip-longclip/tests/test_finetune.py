@@ -39,6 +39,45 @@ def test_finetune_steps_lower_the_loss_and_keep_the_frozen_rows(tiny, tmp_path):
         assert torch.isfinite(model.get_text_features(input_ids=ids).pooler_output).all()
 
 
+def test_finetune_to_a_longer_text_length(tiny, tmp_path):
+    """--model.text_length=512 stretches 77 -> 512 (the first 20 rows frozen), tokenises long captions to 512 and
+    saves a checkpoint fgclip_model loads as Long-CLIP with a 512-token processor."""
+    from fgclip_model.longclip import stretch_positions
+
+    register()
+    config = load_config(
+        preset="longclip-fgshapes",
+        overrides=[*tiny, "--schedule.max_steps=3", "--model.text_length=512", "--runtime.eval_before=false"],
+    )
+    from fgclip_longclip.family import build_collator, build_model
+
+    model = build_model(config, None)
+    table = model.clip.text_model.embeddings.position_embedding.weight
+    assert table.shape == (512, 32)
+    collator = build_collator(config, None, model.config, 64)
+    assert collator.long_length == 512
+    results = train(config)
+    assert results["steps"] == 3 and set(results["after"]) >= {"i2t_r1_long"}
+    folder = tmp_path / "run" / "checkpoint-0000003" / "model"
+    saved = load_file(folder / "model.safetensors")["text_model.embeddings.position_embedding.weight"]
+    assert saved.shape == (512, 32)
+    torch.manual_seed(config.schedule.seed)
+    loaded, processor = fgclip_model.load(folder)
+    assert type(loaded).__name__ == "CLIPModel" and loaded.config.text_config.max_position_embeddings == 512
+    ids = processor(text=["an image of two shapes " * 80, "shapes " * 600], walk_type="long")["input_ids"]
+    assert ids.shape[1] == 512  # past Long-CLIP's 248, cut at 512
+    with torch.no_grad():
+        assert torch.isfinite(loaded.get_text_features(input_ids=ids).pooler_output).all()
+    assert stretch_positions(torch.zeros(77, 2), 512).shape == (512, 2)
+
+
+def test_text_length_is_longclip_only():
+    import pytest
+
+    with pytest.raises(ValueError, match="text_length"):
+        load_config(overrides=["--model.text_length=512"])  # the FG-CLIP 2 default preset
+
+
 def test_presets_and_help(capsys):
     assert main(["--show-config"]) == 0
     shown = capsys.readouterr().out

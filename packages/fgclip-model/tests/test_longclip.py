@@ -56,10 +56,26 @@ def test_stretch_closed_form_in_float32():
 def test_stretch_other_geometries_and_errors():
     p = torch.randn(10, 2)
     assert stretch_positions(p, new_length=4 + 3 * 6, keep=4).shape == (22, 2)
-    with pytest.raises(ValueError, match="integer ratio"):
-        stretch_positions(p, new_length=21, keep=4)
+    with pytest.raises(ValueError, match="shorter"):
+        stretch_positions(p, new_length=8, keep=4)
     with pytest.raises(ValueError, match="keep"):
         stretch_positions(p, keep=0)
+
+
+def test_stretch_to_a_length_with_a_fractional_ratio():
+    """77 -> 512 (Long-CLIP users ask for longer text): the kept rows copied, the rest the interpolant at
+    20 + (j − 20)·57/492, rising monotonically through the old rows and ending just past row 76."""
+    p = torch.randn(77, 8, dtype=torch.float64)
+    q = stretch_positions(p, new_length=512)
+    assert q.shape == (512, 8) and torch.equal(q[:20], p[:20])
+    position = 20 + (torch.arange(20, 512, dtype=torch.float64) - 20) * 57 / 492
+    lower = position.floor().long().clamp(max=75)
+    alpha = (position - lower)[:, None]
+    torch.testing.assert_close(q[20:], (1 - alpha) * p[lower] + alpha * p[lower + 1], atol=1e-12, rtol=0)
+    assert 76 < position[-1] < 77
+    ramp = torch.arange(77, dtype=torch.float64)[:, None]  # a linear table stays linear (no kinks at the anchors)
+    stretched = stretch_positions(ramp, new_length=512)[20:, 0]
+    torch.testing.assert_close(stretched.diff(), torch.full((491,), 57 / 492, dtype=torch.float64))
 
 
 @pytest.fixture(scope="module")

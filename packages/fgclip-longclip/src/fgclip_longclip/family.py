@@ -21,12 +21,17 @@ from .model import LongCLIPForPCM, freeze_position_rows, load_from_clip, no_deca
 SHORT_LENGTH, LONG_LENGTH = 77, 248
 
 
+def long_length(config: TrainConfig) -> int:
+    """The stretched text length: ``model.text_length``, else the paper's 248."""
+    return config.model.text_length or LONG_LENGTH
+
+
 def build_model(config: TrainConfig, tokenizer) -> LongCLIPForPCM:
-    """``model.init``: a CLIP folder or ``.pt`` (stretched to 248 positions, the first 20 frozen); none: a CLIP of
-    ``model.size`` built from scratch, then stretched the same way. ``model.extra_logit_scale`` resets the
-    temperature (the reference: ln 100)."""
+    """``model.init``: a CLIP folder or ``.pt`` (stretched to ``model.text_length`` positions, 248 by default, the
+    first 20 frozen); none: a CLIP of ``model.size`` built from scratch, then stretched the same way.
+    ``model.extra_logit_scale`` resets the temperature (the reference: ln 100)."""
     if config.model.init:
-        clip = load_from_clip(config.model.init)
+        clip = load_from_clip(config.model.init, length=long_length(config))
     else:
         size = {k: dict(v) if isinstance(v, dict) else v for k, v in config.model.size.items()}
         size.setdefault("text_config", {}).update(
@@ -36,7 +41,7 @@ def build_model(config: TrainConfig, tokenizer) -> LongCLIPForPCM:
             eos_token_id=49407,
             pad_token_id=49407,
         )
-        clip = clip_to_longclip(CLIPModel(CLIPConfig(**size)))
+        clip = clip_to_longclip(CLIPModel(CLIPConfig(**size)), long_length(config))
         freeze_position_rows(clip)
     if config.model.extra_logit_scale is not None:
         with torch.no_grad():
@@ -49,8 +54,9 @@ def build_model(config: TrainConfig, tokenizer) -> LongCLIPForPCM:
 
 def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int | None) -> FGCLIPCollator:
     processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=image_size)
+    length = model_config.text_config.max_position_embeddings  # the stretched model's
     return FGCLIPCollator(
-        tokenizer, processor, add_box_loss=False, use_hard_neg=False, short_length=SHORT_LENGTH, long_length=LONG_LENGTH
+        tokenizer, processor, add_box_loss=False, use_hard_neg=False, short_length=SHORT_LENGTH, long_length=length
     )
 
 
@@ -60,6 +66,7 @@ class RetrievalValidator:
     def __init__(self, records, images, collator, resize, batch_size: int = 64) -> None:
         self.samples = validation_samples(records, images, resize, negatives=None)
         self.collator, self.batch_size = collator, batch_size
+        self.long_length = collator.long_length
 
     @torch.no_grad()
     def __call__(self, model, device=None) -> dict[str, float]:
@@ -73,7 +80,7 @@ class RetrievalValidator:
             pixels = self.collator.images([s.image for s in chunk])["image"].to(device)
             images.append(clip.get_image_features(pixel_values=pixels).pooler_output)
             for texts, length, out in (
-                ([s.caption for s in chunk], LONG_LENGTH, long),
+                ([s.caption for s in chunk], self.long_length, long),
                 ([s.short_caption for s in chunk], SHORT_LENGTH, short),
             ):
                 ids = self.collator.tokenize(texts, length).to(device)

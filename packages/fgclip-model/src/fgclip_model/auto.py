@@ -105,7 +105,7 @@ FAMILIES: dict[str, Family] = {
         naflex=True,
         walks=True,
     ),
-    # a CLIPModel with Long-CLIP's 248 text positions (converted, or fine-tuned by fgclip-longclip), or an original
+    # a CLIPModel with Long-CLIP's stretched text positions (248, or longer) (converted, or fine-tuned by fgclip-longclip), or an original
     # longclip-*.pt: Long-CLIP's own resize + centre crop and BPE
     "longclip": Family((), (), CLIPModel, LongCLIPProcessor, partial(_load_state_dict_file, new_length=LONG_CONTEXT)),
     "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor, partial(_load_state_dict_file, new_length=None)),
@@ -158,8 +158,8 @@ def detect_family(path: str | os.PathLike) -> str:
     for name, family in FAMILIES.items():
         if any(a in family.architectures for a in architectures):
             return name
-    if config.get("model_type") == "clip" and (config.get("text_config") or {}).get("max_position_embeddings") == 248:
-        return "longclip"
+    if config.get("model_type") == "clip" and (config.get("text_config") or {}).get("max_position_embeddings", 77) > 77:
+        return "longclip"  # CLIP's 77 positions stretched (248 as the paper, or longer)
     for name, family in FAMILIES.items():
         if config.get("model_type") in family.model_types:
             return name

@@ -1,8 +1,10 @@
-"""``stage2``: FG-CLIP v1 / FG-CLIP 2 stage-2 training on DeepSpeed.
+"""``stage1`` / ``stage2``: FG-CLIP v1 / FG-CLIP 2 training on DeepSpeed, the papers' two stages.
 
-With no arguments it trains a small FG-CLIP 2 from scratch on FG-Shapes (generated into the cache once) on the
-CPU and prints validation metrics before and after. ``--preset fgclip-v1`` / ``--preset fgclip2`` reproduce
-the reference recipes; any field can be overridden with ``--section.field=value``.
+``stage1`` is global alignment on long and short captions; ``stage2`` adds region alignment and hard negatives
+and can start from a stage-1 run (``--model.init=runs/fgshapes-stage1``). With no arguments each trains a small
+FG-CLIP 2 from scratch on FG-Shapes (generated into the cache once) on the CPU and prints validation metrics
+before and after. ``--preset fgclip-v1`` / ``--preset fgclip2`` (and their ``-stage1`` variants) reproduce the
+reference recipes; any field can be overridden with ``--section.field=value``.
 """
 
 from __future__ import annotations
@@ -60,16 +62,32 @@ def _one_line(err: ValueError) -> str:
     return str(err)
 
 
-def main(argv: list[str] | None = None, prog: str = "stage2", description: str | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    prog: str = "stage2",
+    description: str | None = None,
+    stage: int | None = None,
+    default_preset: str | None = None,
+) -> int:
+    """The training command ``prog``; ``stage`` (1 or 2) refuses presets of the other stage, ``default_preset``
+    is used when neither ``--preset`` nor a config file names one."""
     args, overrides = build_parser(prog, description).parse_known_args(argv)
     bad = [o for o in overrides if not o.startswith("--") or "=" not in o]
     if bad:
-        print(f"stage2: error: overrides look like --section.field=value, got {bad}", file=sys.stderr)
+        print(f"{prog}: error: overrides look like --section.field=value, got {bad}", file=sys.stderr)
         return 2
+    preset = args.preset
+    if preset is None and default_preset and not any(o.startswith("--preset=") for o in overrides):
+        named = args.config and "preset" in _config_keys(args.config)
+        preset = None if named else default_preset
     try:
-        config = load_config(args.config, overrides, args.preset)
+        config = load_config(args.config, overrides, preset)
     except ValueError as err:  # pydantic's ValidationError is a ValueError
         print(f"{prog}: invalid configuration: {_one_line(err)}", file=sys.stderr)
+        return 2
+    if stage is not None and config.stage != stage:
+        same = ", ".join(name for name, p in PRESETS.items() if p.get("stage", 2) == stage)
+        print(f"{prog}: preset {config.preset} is a stage-{config.stage} run; {prog} presets: {same}", file=sys.stderr)
         return 2
     if args.show_config:
         print(dump_config(config, comments=True), end="")
@@ -95,5 +113,24 @@ def main(argv: list[str] | None = None, prog: str = "stage2", description: str |
     return 0
 
 
+def _config_keys(file: str) -> set[str]:
+    from .config import read_config_file
+
+    try:
+        return set(read_config_file(file))
+    except ValueError:
+        return set()  # load_config reports the file's problem
+
+
+def stage1(argv: list[str] | None = None) -> int:
+    """``stage1``: global alignment only (FG-Shapes by default, preset fgshapes-stage1)."""
+    return main(argv, "stage1", __doc__.split("\n\n")[0], stage=1, default_preset="fgshapes-stage1")
+
+
+def stage2(argv: list[str] | None = None) -> int:
+    """``stage2``: regions and hard negatives on top of the global losses (FG-Shapes by default)."""
+    return main(argv, "stage2", stage=2)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage2())

@@ -1,4 +1,5 @@
-"""The one validated configuration of a stage-2 run, its presets, YAML files and ``--key=value`` overrides."""
+"""The one validated configuration of a training run (stage 1 or stage 2), its presets, YAML files and
+``--key=value`` overrides."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ class ModelConfig(_Strict):
         4.6052, description="reset the region / hard-negative temperatures to this (reference: ln 100); null keeps them"
     )
     gradient_checkpointing: bool = False
+    text_length: int | None = Field(
+        None,
+        gt=77,
+        description="Long-CLIP (finetune): text positions after stretching CLIP's 77 (default 248, the paper's; e.g. 512)",
+    )
 
 
 class DataConfig(_Strict):
@@ -121,13 +127,17 @@ class RuntimeConfig(_Strict):
     wandb: bool = False
     eval_before: bool = True
     eval_after: bool = True
+    eval_every: int | None = Field(None, gt=0, description="steps between validations during the run (null: none)")
     threads: int | None = Field(None, gt=0)
 
 
 class TrainConfig(_Strict):
-    """A stage-2 run: model, data, losses, optimiser, schedule and runtime."""
+    """A training run: which stage, model, data, losses, optimiser, schedule and runtime."""
 
     preset: str = "fgshapes"
+    stage: Literal[1, 2] = Field(
+        2, description="1: global alignment on long + short captions only; 2: also regions and hard negatives"
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -146,6 +156,15 @@ class TrainConfig(_Strict):
             raise ValueError("data.train needs data.images (the image root)")
         if data.val and not data.images:
             raise ValueError("data.val needs data.images (the image root of the validation records)")
+        if self.model.text_length is not None and self.model.family in ("fgclip", "fgclip2"):
+            raise ValueError(
+                "model.text_length is Long-CLIP's stretched text length (finetune); FG-CLIP models keep their walks"
+            )
+        if self.stage == 1 and (self.loss.region or self.loss.hard_negatives):
+            raise ValueError(
+                "stage 1 is global alignment only: loss.region and loss.hard_negatives must be false (run stage2 "
+                "for the regional losses)"
+            )
         return self
 
     @property
@@ -156,6 +175,19 @@ class TrainConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------------------- presets
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+STAGE1 = {"stage": 1, "loss": {"region": False, "hard_negatives": False}}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the default: a small FG-CLIP 2 from scratch on FG-Shapes, minutes on a laptop CPU
@@ -256,14 +288,35 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _stage1(preset: str, **changes: Any) -> dict[str, Any]:
+    """A stage-1 preset: the stage-2 preset ``preset`` with the global losses only, then ``changes``."""
+    return _merge(_merge(PRESETS[preset], STAGE1), changes)
+
+
+# Stage 1 of the papers: global alignment (long + short captions). The reference repositories ship no stage-1
+# script, so the reference presets keep their stage-2 script's optimiser and schedule, starting from the base model
+# (OpenAI CLIP with its positions stretched to 248 for v1, SigLIP 2 NaFlex for v2).
+PRESETS.update(
+    {
+        "fgshapes-stage1": _stage1("fgshapes", runtime={"output_dir": "runs/fgshapes-stage1"}),
+        "fgshapes-v1-stage1": _stage1("fgshapes-v1", runtime={"output_dir": "runs/fgshapes-v1-stage1"}),
+        "fgclip-v1-stage1": _stage1(
+            "fgclip-v1", model={"from_base": True}, runtime={"output_dir": "runs/fgclip-v1-stage1"}
+        ),
+        "fgclip2-stage1": _stage1("fgclip2", runtime={"output_dir": "runs/fgclip2-stage1"}),
+    }
+)
+
+# the reference presets train a released checkpoint further: without model.init they would silently train a
+# full-size model from random weights, so a run of one of them must say where it starts (checked before training)
+STARTING_CHECKPOINTS: dict[str, str] = {
+    "fgclip-v1": "an FG-CLIP v1 checkpoint (e.g. qihoo360/fg-clip-base, or a fgclip-v1-stage1 run), or an OpenAI "
+    "CLIP checkpoint (e.g. openai/clip-vit-base-patch16) with --model.from_base=true",
+    "fgclip2": "a SigLIP 2 NaFlex checkpoint (e.g. google/siglip2-base-patch16-naflex), as the reference script, or "
+    "an FG-CLIP 2 / fgclip2-stage1 run's checkpoint with --model.from_base=false",
+    "fgclip-v1-stage1": "an OpenAI CLIP checkpoint (e.g. openai/clip-vit-base-patch16)",
+    "fgclip2-stage1": "a SigLIP 2 NaFlex checkpoint (e.g. google/siglip2-base-patch16-naflex)",
+}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

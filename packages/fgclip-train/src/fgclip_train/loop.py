@@ -18,7 +18,8 @@ from .engine import DistEnv, build_engine, setup_distributed
 from .families import get_family
 from .metrics import MetricsLogger
 from .model import parameter_groups
-from .preflight import RunError, check_output_dir, check_paths, clear_earlier_run
+from .plots import plot_training_curves
+from .preflight import RunError, check_output_dir, check_paths, check_start, clear_earlier_run, resolve_init
 
 MAX_CONSECUTIVE_SKIPS = 10
 LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "loss_hard")
@@ -58,12 +59,14 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
 
 
 def train(config: TrainConfig) -> dict:
-    """Run stage 2 as configured; returns the validation metrics before / after and the run's figures."""
+    """Run stage 1 or 2 as configured; returns the validation metrics before / after and the run's figures."""
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
     out_dir = Path(config.runtime.output_dir)
     # every check that can fail on the configuration, before any process group or engine exists (all ranks
     # read the same files, so all raise the same RunError)
+    check_start(config)
+    config = resolve_init(config)  # an earlier run's output_dir (a stage-1 run) -> its newest checkpoint
     check_paths(config)
     check_output_dir(config, resumable=Checkpointer(out_dir, None, 0).latest() is not None)
     # data first: FG-Shapes generation forks worker processes, which must happen before the process group's
@@ -98,7 +101,14 @@ def train(config: TrainConfig) -> dict:
         validator = family.build_validator(config, val_records, sources, tokenizer, data.collate, data.resize)
     results: dict = {"before": None, "after": None}
     log = MetricsLogger(
-        out_dir, total, step, env.main, config.runtime.tensorboard, config.runtime.wandb, config.model_dump(mode="json")
+        out_dir,
+        total,
+        step,
+        env.main,
+        config.runtime.tensorboard,
+        config.runtime.wandb,
+        config.model_dump(mode="json"),
+        desc=f"stage{config.stage}",
     )
     if validator and config.runtime.eval_before and step == 0:
         results["before"] = validator(engine.module, env.device)
@@ -145,6 +155,8 @@ def train(config: TrainConfig) -> dict:
                 if getattr(out, "hard_margin", None) is not None:
                     extra["hard_margin"] = float(out.hard_margin)
                 log.step(step, losses, scheduler.get_last_lr()[0], extra)
+            if validator and config.runtime.eval_every and step % config.runtime.eval_every == 0 and step < total:
+                log.write({"step": step, "eval": "during", **validator(engine.module, env.device)})
             every = config.runtime.save_every
             if (every and step % every == 0) or step == total:
                 trainer_state = {"step": step, "skipped": skipped, "epoch": epoch, **family.state(engine.module)}
@@ -156,6 +168,8 @@ def train(config: TrainConfig) -> dict:
         results["after"] = validator(engine.module, env.device)
         log.write({"step": step, "eval": "after", **results["after"]})
     log.close()
+    if env.main and log.path.is_file():
+        plot_training_curves(log.path)
     results.update(
         steps=step,
         seconds=elapsed,

@@ -21,10 +21,11 @@ class MetricsLogger:
         tensorboard=False,
         wandb=False,
         config: dict | None = None,
+        desc: str = "stage2",
     ) -> None:
         self.main = main
         self.path = Path(output_dir) / "metrics.jsonl"
-        self.bar = tqdm(total=total, initial=start, desc="stage2", unit="step", dynamic_ncols=True, disable=not main)
+        self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, disable=not main)
         self.tb = self.run = None
         if main and tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import STARTING_CHECKPOINTS, TrainConfig
 
 # what a run writes into its output_dir (and, with runtime.overwrite, what it may remove)
-RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "tensorboard")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "results.json", "training_curves.png", "tensorboard")
 RUN_DIR_PREFIXES = ("checkpoint-", ".tmp-checkpoint-")
 
 
@@ -37,6 +37,38 @@ PATH_SETTINGS = (
 def _setting(config: TrainConfig, dotted: str):
     section, name = dotted.split(".")
     return getattr(getattr(config, section), name)
+
+
+def check_start(config: TrainConfig) -> None:
+    """A reference preset starts from a checkpoint: refuse to run one without ``model.init`` (it would train a
+    full-size model from random weights)."""
+    needed = STARTING_CHECKPOINTS.get(config.preset)
+    if needed and config.model.init is None:
+        raise RunError(
+            f"preset {config.preset} starts from {needed}: set --model.init (random weights are for the FG-Shapes "
+            "presets)"
+        )
+
+
+def run_checkpoint_model(folder: str | Path) -> Path | None:
+    """The model folder of the newest complete checkpoint of a run's output_dir (``checkpoint-N/model``), or None
+    when ``folder`` is not such a run."""
+    from .checkpoint import Checkpointer
+
+    folder = Path(folder)
+    if (folder / "config.json").is_file():
+        return None
+    latest = Checkpointer(folder, None, 0).latest()
+    return latest / "model" if latest is not None and (latest / "model" / "config.json").is_file() else None
+
+
+def resolve_init(config: TrainConfig) -> TrainConfig:
+    """``model.init`` given as an earlier run's output_dir (e.g. a stage-1 run) -> its newest checkpoint's model."""
+    init = config.model.init
+    model = run_checkpoint_model(init) if init is not None and Path(init).is_dir() else None
+    if model is None:
+        return config
+    return config.model_copy(update={"model": config.model.model_copy(update={"init": str(model)})})
 
 
 def check_paths(config: TrainConfig) -> None:

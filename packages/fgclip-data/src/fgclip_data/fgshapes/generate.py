@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: no position negative that still describes the object ("on the left" for the top left)
 RECORDS_PER_FILE = 10_000
 
 COLORS = {
@@ -56,6 +56,21 @@ POSITIONS = {
     (2, 1): ("at the bottom", "下方"),
     (2, 2): ("in the bottom right", "右下方"),
 }
+# the side phrases name a whole row or column: "on the left" is true of every object in the left column
+SIDE_LINES = {(1, 0): ("column", 0), (1, 2): ("column", 2), (0, 1): ("row", 0), (2, 1): ("row", 2)}
+
+
+def position_describes(phrase_cell: tuple[int, int], cell: tuple[int, int]) -> bool:
+    """Whether the position phrase of grid cell ``phrase_cell`` is true of an object centred in ``cell``: its own
+    cell, or a side phrase ("on the left", "at the top" ...) whose row / column holds the object."""
+    if phrase_cell == cell:
+        return True
+    if phrase_cell not in SIDE_LINES:
+        return False
+    axis, index = SIDE_LINES[phrase_cell]
+    return cell[1] == index if axis == "column" else cell[0] == index
+
+
 BACKGROUNDS = {"light grey": ((200, 200, 200), "浅灰色"), "dark grey": ((95, 95, 95), "深灰色")}
 NUMBERS = {2: ("two", "两"), 3: ("three", "三"), 4: ("four", "四")}
 ATTRIBUTES = ("color", "shape", "size", "position")
@@ -239,12 +254,13 @@ def captions(shapes: list[Shape], background: str) -> dict[str, str]:
 
 def hard_negatives(shape: Shape, others: list[Shape], count: int, rng: np.random.Generator) -> list[dict]:
     """``count`` rewrites of the shape's phrase, each changing exactly one attribute (every attribute kind used
-    at least once when possible); a rewrite that describes another object of the image is never used."""
+    at least once when possible). Every rewrite is false of the shape — a position phrase that still describes it
+    ("on the left" for an object in the top left) is never used — and none describes another object of the image."""
     pools: dict[str, list[dict]] = {
         "color": [{"color": c} for c in COLORS if c != shape.color],
         "shape": [{"shape": k} for k in SHAPES if k != shape.shape],
         "size": [{"size": s} for s in SIZES if s != shape.size],
-        "position": [{"position": p} for p in POSITIONS if p != shape.position],
+        "position": [{"position": p} for p in POSITIONS if not position_describes(p, shape.position)],
     }
     taken = {o.phrase() for o in others}
     for kind in ATTRIBUTES:

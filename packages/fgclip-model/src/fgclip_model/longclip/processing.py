@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +110,10 @@ class LongCLIPProcessor(WalkProcessor):
             (path / f).is_file() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")
         )
         tokenizer = AutoTokenizer.from_pretrained(path) if has_tokenizer else LongCLIPTokenizer()
+        if max_lengths is None and (path / "config.json").is_file():  # a model stretched past 248 (e.g. 512)
+            text = json.loads((path / "config.json").read_text()).get("text_config") or {}
+            length = text.get("max_position_embeddings", 248)
+            max_lengths = dict.fromkeys(cls.max_lengths, length)
         return cls(LongCLIPImageTransform(image_size or 224), tokenizer, max_lengths)
 
     def tokenize(self, text, walk_type: str = "short", padding=None, lowercase: bool = True):
