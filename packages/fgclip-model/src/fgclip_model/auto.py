@@ -105,8 +105,8 @@ FAMILIES: dict[str, Family] = {
         naflex=True,
         walks=True,
     ),
-    # a CLIPModel with Long-CLIP's stretched text positions (248, or longer) (converted, or fine-tuned by fgclip-longclip), or an original
-    # longclip-*.pt: Long-CLIP's own resize + centre crop and BPE
+    # a CLIPModel with Long-CLIP's stretched text positions (248, or longer; converted, or fine-tuned by
+    # fgclip-longclip), or an original longclip-*.pt: Long-CLIP's own resize + centre crop and BPE
     "longclip": Family((), (), CLIPModel, LongCLIPProcessor, partial(_load_state_dict_file, new_length=LONG_CONTEXT)),
     "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor, partial(_load_state_dict_file, new_length=None)),
     # plain SigLIP 2 (NaFlex), the baseline FG-CLIP 2 starts from: same image processor, one 64-token text walk

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-
 import os
 from collections.abc import Sequence
 from pathlib import Path
