@@ -36,7 +36,7 @@ class ModelConfig(_Strict):
     text_length: int | None = Field(
         None,
         gt=77,
-        description="Long-CLIP (finetune): text positions after stretching CLIP's 77 (default 248 as the paper; e.g. 512)",
+        description="Long-CLIP (finetune): text positions after stretching CLIP's 77 (default 248; e.g. 512)",
     )
 
 
