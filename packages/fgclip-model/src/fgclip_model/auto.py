@@ -21,6 +21,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForZeroShotImageClassification,
     AutoProcessor,
     CLIPConfig,
     CLIPModel,
@@ -41,13 +42,16 @@ _registered = False
 
 def register_auto_classes() -> None:
     """Make ``AutoModel`` / ``AutoConfig`` / ``AutoImageProcessor`` / ``AutoProcessor`` (and the Hub READMEs'
-    ``AutoModelForCausalLM``) load fgclip checkpoints without ``trust_remote_code``. Idempotent; called on
-    ``import fgclip_model``."""
+    ``AutoModelForCausalLM``) load fgclip checkpoints without ``trust_remote_code``, and transformers'
+    ``zero-shot-image-classification`` pipeline (``AutoModelForZeroShotImageClassification``) run them.
+    Idempotent; called on ``import fgclip_model``."""
     global _registered
     if _registered:
         return
-    AutoModel._model_mapping.register(CLIPConfig, (CLIPModel, FGCLIPModel), exist_ok=True)
+    for auto in (AutoModel, AutoModelForZeroShotImageClassification):
+        auto._model_mapping.register(CLIPConfig, (CLIPModel, FGCLIPModel), exist_ok=True)
     AutoModelForCausalLM._model_mapping.register(CLIPConfig, (FGCLIPModel,), exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(FGCLIP2Config, FGCLIP2Model, exist_ok=True)
 
     for config in (FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig):
         AutoConfig.register(config.model_type, config, exist_ok=True)

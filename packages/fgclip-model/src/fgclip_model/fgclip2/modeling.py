@@ -45,6 +45,10 @@ from .configuration import FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig
 WALK_TYPES = ("short", "box", "long")
 
 
+# Gemma's <pad>, what FG-CLIP 2's processor pads with (config.pad_token_id is SigLIP's, unused by the model)
+PAD_ID = 0
+
+
 def _check_walk(walk_type: str) -> str:
     if walk_type not in WALK_TYPES:
         raise ValueError(f"walk_type must be one of {WALK_TYPES}, got {walk_type!r}")
@@ -370,8 +374,11 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         **_: object,
     ) -> torch.Tensor:
         """Text embeddings [B, D] by walk: short -> ``text_model.head``, box -> ``boxtext_head``, long ->
-        ``longtext_head``. Pooled at the last position: pad to 64 (short/box) or 196 (long) as in training."""
-        pooled = self.text_model(input_ids, attention_mask, _check_walk(walk_type))
+        ``longtext_head``. Pooled at the last position, so ids shorter than the walk's length (64 short/box, 196
+        long; e.g. a tokenizer called with ``padding=True``, as transformers' pipelines do) are first padded to it
+        (pad id 0, masked when a mask is given): the same features as the processor's full-length padding."""
+        input_ids, attention_mask = self._pad_to_walk(input_ids, attention_mask, _check_walk(walk_type))
+        pooled = self.text_model(input_ids, attention_mask, walk_type)
         return self._text_head(walk_type)(pooled)
 
     def get_image_dense_features(
@@ -595,6 +602,19 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         if spatial_shapes.shape != (pixel_values.shape[0], 2):
             raise ValueError(f"spatial_shapes must be [B, 2], got {tuple(spatial_shapes.shape)}")
         return spatial_shapes
+
+    def _pad_to_walk(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, walk_type: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        text = self.config.text_config
+        length = text.longtext_len if walk_type == "long" else text.max_position_embeddings
+        missing = length - input_ids.shape[-1]
+        if missing <= 0:
+            return input_ids, attention_mask
+        input_ids = F.pad(input_ids, (0, missing), value=PAD_ID)
+        if attention_mask is not None:
+            attention_mask = F.pad(attention_mask, (0, missing), value=0)
+        return input_ids, attention_mask
 
     def _text_head(self, walk_type: str) -> nn.Module:
         return {"short": self.text_model.head, "box": self.boxtext_head, "long": self.longtext_head}[walk_type]
