@@ -213,8 +213,13 @@ def test_standard_forward_keywords_keep_the_inference_path(golden):
     torch.testing.assert_close(out.logits_per_image, io2["logits_per_image"], atol=2e-5, rtol=1e-4)
     with pytest.raises(TypeError, match="unexpected keyword arguments"):
         v2(input_ids=io2["input_ids_short"], **inputs, colour="red")
-    with pytest.raises(NotImplementedError, match="output_hidden_states"):
-        v2(input_ids=io2["input_ids_short"], **inputs, output_hidden_states=True)
+    with torch.no_grad():
+        full = v2(input_ids=io2["input_ids_short"], **inputs, output_hidden_states=True)
+        flat = v2(input_ids=io2["input_ids_short"], **inputs, return_dict=False)
+    layers = v2.config.vision_config.num_hidden_layers
+    assert len(full.vision_model_output.hidden_states) == layers + 1  # embeddings + every layer
+    torch.testing.assert_close(full.logits_per_image, io2["logits_per_image"], atol=2e-5, rtol=1e-4)
+    assert isinstance(flat, tuple) and torch.equal(flat[0], out.logits_per_image)
 
 
 def test_tiny_tower_factory_builds_both_families():

@@ -15,7 +15,7 @@ def test_dense_path_is_last_block_without_attention(tiny_model):
     x = torch.randn(2, 3, 64, 64)
     h = vm.pre_layrnorm(vm.embeddings(x)[0])
     for layer in vm.encoder.layers[:-1]:
-        h = layer(h)
+        h = layer(h)[0]  # (hidden states, attention weights or None)
     last = vm.encoder.layers[-1]
     y = h + last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(h)))
     z = y + last.mlp.fc2(last.mlp.activation_fn(last.mlp.fc1(last.layer_norm2(y))))

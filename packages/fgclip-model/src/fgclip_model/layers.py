@@ -1,11 +1,15 @@
 """Transformer building blocks shared by the CLIP-style towers (FG-CLIP v1 text and vision, FG-CLIP 2).
 
 Module and parameter names follow the checkpoint keys (``self_attn.{q,k,v,out}_proj``, ``layer_norm1``,
-``mlp.fc1`` ...), so the towers load released state dicts unchanged. Attention runs through
-``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels on GPU).
+``mlp.fc1`` ...), so the towers load released state dicts unchanged. Attention follows transformers' attention
+interface: the tower config's ``_attn_implementation`` picks ``"sdpa"`` (the default,
+``torch.nn.functional.scaled_dot_product_attention``: flash / memory-efficient kernels on GPU), ``"eager"``
+(explicit softmax, the weights returned) or another function registered in ``ALL_ATTENTION_FUNCTIONS``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,28 +17,110 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+
+def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A boolean mask (True = attend) as an additive float mask; float masks pass through."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def eager_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    is_causal: bool = False,
+    **_: object,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(q·kᵀ·scaling + mask)·v`` -> (output [B, L, H, d], weights [B, H, L, S])."""
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if is_causal and attention_mask is None:
+        attention_mask = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+    if attention_mask is not None:
+        weights = weights + additive_mask(attention_mask, weights.dtype)
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2), weights
+
+
+def sdpa_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    is_causal: bool = False,
+    **_: object,
+) -> tuple[torch.Tensor, None]:
+    """PyTorch's fused attention (boolean or additive masks) -> (output [B, L, H, d], None)."""
+    out = F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=attention_mask,
+        dropout_p=dropout,
+        is_causal=is_causal and attention_mask is None,
+        scale=scaling,
+    )
+    return out.transpose(1, 2), None
+
+
+OWN_ATTENTION: dict[str, Callable] = {"eager": eager_attention, "sdpa": sdpa_attention}
+
+
+def attention_function(implementation: str | None, need_weights: bool) -> tuple[Callable, bool]:
+    """(function, takes boolean masks) for a config's ``_attn_implementation`` (None = sdpa). SDPA does not
+    expose its weights, so a call that needs them runs eager."""
+    implementation = implementation or "sdpa"
+    if need_weights and implementation == "sdpa":
+        implementation = "eager"
+    if implementation in OWN_ATTENTION:
+        return OWN_ATTENTION[implementation], True
+    if implementation not in ALL_ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"attn_implementation {implementation!r} is not available (eager, sdpa or one of "
+            f"{list(ALL_ATTENTION_FUNCTIONS.valid_keys())})"
+        )
+    return ALL_ATTENTION_FUNCTIONS[implementation], False
 
 
 class Attention(nn.Module):
     """Multi-head self-attention with separate q/k/v/out projections (HF CLIP / SigLIP key layout)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
+        hidden_size, num_heads = config.hidden_size, config.num_attention_heads
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads}")
+        self.config = config  # read at each call: set_attn_implementation changes it in place
         self.embed_dim = hidden_size
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
-        self.dropout = dropout
+        self.scale = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
         self.q_proj = nn.Linear(hidden_size, hidden_size)
         self.k_proj = nn.Linear(hidden_size, hidden_size)
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(
-        self, hidden_states: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
-    ) -> torch.Tensor:
-        """``attn_mask``: boolean (True = attend) or additive float, broadcastable to [B, heads, L, L]."""
+        self,
+        hidden_states: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``attn_mask``: boolean (True = attend) or additive float, broadcastable to [B, heads, L, L].
+        Returns (output [B, L, D], attention weights [B, heads, L, L] when asked, else None)."""
         b, n, _ = hidden_states.shape
 
         def heads(x: torch.Tensor) -> torch.Tensor:
@@ -43,15 +129,19 @@ class Attention(nn.Module):
         q = heads(self.q_proj(hidden_states))
         k = heads(self.k_proj(hidden_states))
         v = heads(self.v_proj(hidden_states))
-        out = F.scaled_dot_product_attention(
+        function, takes_bool = attention_function(self.config._attn_implementation, output_attentions)
+        out, weights = function(
+            self,
             q,
             k,
             v,
-            attn_mask=attn_mask,
-            is_causal=is_causal and attn_mask is None,
-            dropout_p=self.dropout if self.training else 0.0,
+            attn_mask if takes_bool else additive_mask(attn_mask, q.dtype),
+            scaling=self.scale,
+            dropout=self.dropout if self.training else 0.0,
+            is_causal=is_causal,
         )
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, self.embed_dim))
+        out = self.out_proj(out.reshape(b, n, self.embed_dim))
+        return out, (weights if output_attentions else None)
 
     def value_path(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Attention with every token attending only to itself: ``out_proj(v_proj(x))`` (dense-feature trick)."""
@@ -74,26 +164,24 @@ class MLP(nn.Module):
 class EncoderLayer(GradientCheckpointingLayer):
     """Pre-LN transformer block: ``h += attn(LN1(h)); h += mlp(LN2(h))``."""
 
-    def __init__(
-        self,
-        hidden_size: int,
-        intermediate_size: int,
-        num_heads: int,
-        hidden_act: str,
-        layer_norm_eps: float,
-        attention_dropout: float = 0.0,
-    ) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
-        self.self_attn = Attention(hidden_size, num_heads, attention_dropout)
-        self.layer_norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.mlp = MLP(hidden_size, intermediate_size, hidden_act)
-        self.layer_norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.self_attn = Attention(config)
+        self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(
-        self, hidden_states: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
-    ) -> torch.Tensor:
-        hidden_states = hidden_states + self.self_attn(self.layer_norm1(hidden_states), attn_mask, is_causal)
-        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        self,
+        hidden_states: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the block's output, its attention weights when asked)."""
+        attended, weights = self.self_attn(self.layer_norm1(hidden_states), attn_mask, is_causal, output_attentions)
+        hidden_states = hidden_states + attended
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states)), weights
 
     def forward_without_attention(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The block with self-attention replaced by the per-token value path (no token mixing).
@@ -105,23 +193,32 @@ class EncoderLayer(GradientCheckpointingLayer):
 
 
 class Encoder(nn.Module):
-    """A stack of :class:`EncoderLayer` (checkpoint key ``encoder.layers.{i}``)."""
+    """A stack of :class:`EncoderLayer` (checkpoint key ``encoder.layers.{i}``) built from a tower config."""
 
-    def __init__(self, num_layers: int, **layer_kwargs) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(**layer_kwargs) for _ in range(num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
-        num_layers: int | None = None,
-    ) -> torch.Tensor:
-        """Run the first ``num_layers`` layers (all by default)."""
-        for layer in self.layers[:num_layers]:
-            hidden_states = layer(hidden_states, attn_mask, is_causal)
-        return hidden_states
+        layers: slice = slice(None),
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutput:
+        """Run ``self.layers[layers]`` (all by default). ``hidden_states`` holds the input and every layer's
+        output when asked (transformers' convention), ``attentions`` every layer's weights."""
+        states = (hidden_states,) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        for layer in self.layers[layers]:
+            hidden_states, weights = layer(hidden_states, attn_mask, is_causal, output_attentions)
+            if output_hidden_states:
+                states += (hidden_states,)
+            if output_attentions:
+                attentions += (weights,)
+        return BaseModelOutput(last_hidden_state=hidden_states, hidden_states=states, attentions=attentions)
 
 
 class WalkTextEmbeddings(nn.Module):

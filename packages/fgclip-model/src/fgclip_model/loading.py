@@ -68,6 +68,34 @@ class GuardedInitMixin:
         super()._initialize_weights(module, is_custom_code=False)
 
 
+class AttentionSelectionMixin:
+    """transformers' attention selection (``attn_implementation=`` at load, ``set_attn_implementation``) for
+    composite models whose towers are plain modules: the choice is mirrored into the tower configs, which the
+    attention layers read at each call (transformers only sets sub-configs of sub-models it can see)."""
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        return True  # every attention layer goes through fgclip_model.layers.attention_function
+
+    def post_init(self) -> None:
+        super().post_init()
+        self._mirror_attn_implementation()
+
+    def set_attn_implementation(self, attn_implementation, *args, **kwargs) -> None:
+        if isinstance(attn_implementation, str):  # set the towers first: no "set in the dark" warnings
+            for sub in self.config.sub_configs:
+                getattr(self.config, sub)._attn_implementation_internal = attn_implementation
+        super().set_attn_implementation(attn_implementation, *args, **kwargs)
+        self._mirror_attn_implementation()
+
+    def _mirror_attn_implementation(self) -> None:
+        chosen = self.config._attn_implementation
+        for sub in self.config.sub_configs:
+            config = getattr(self.config, sub, None)
+            if config is not None and config._attn_implementation is None:
+                config._attn_implementation_internal = chosen
+
+
 class StrictLoadingMixin:
     """``from_pretrained`` that fails on missing or mis-shaped weights (``strict=True``, the default).
 
@@ -105,8 +133,7 @@ class StrictLoadingMixin:
         return (model, info) if want_info else model
 
 
-# keywords transformers' callers pass to forward for the inference path; fgclip's towers return their final
-# features (no per-layer outputs), always as a ModelOutput
+# keywords transformers' callers pass to forward for the inference path
 INFERENCE_KEYWORDS = frozenset(
     {"return_dict", "output_attentions", "output_hidden_states", "position_ids", "token_type_ids"}
 )
@@ -129,8 +156,4 @@ def split_forward_keywords(kwargs: dict, stage2_keys: frozenset[str]) -> tuple[d
         raise TypeError(f"forward got unexpected keyword arguments {unknown}")
     if stage2 and rest:
         raise TypeError(f"a stage-2 batch takes no inference keywords, got {sorted(rest)}")
-    if rest.get("output_attentions") or rest.get("output_hidden_states"):
-        raise NotImplementedError(
-            "output_attentions / output_hidden_states are not supported: the towers return their final features"
-        )
     return stage2, rest

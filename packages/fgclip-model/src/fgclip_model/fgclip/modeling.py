@@ -13,7 +13,7 @@ reference ``FGCLIPModel``). Differences from the reference code (its bugs, fixed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -21,11 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import gather_with_grad
 from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings
-from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin, split_forward_keywords
+from fgclip_model.loading import (
+    AttentionSelectionMixin,
+    GuardedInitMixin,
+    StrictLoadingMixin,
+    split_forward_keywords,
+)
 from fgclip_model.losses import contrastive_loss, hard_negative_loss, masked_contrastive_loss, normalize
 from fgclip_model.regions import (
     boxes_with_batch_index,
@@ -107,21 +113,26 @@ class FGCLIPTextTransformer(nn.Module):
         self.embeddings = WalkTextEmbeddings(
             config.vocab_size, config.hidden_size, config.max_position_embeddings, long_positions, keep_positions
         )
-        self.encoder = Encoder(
-            config.num_hidden_layers,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_heads=config.num_attention_heads,
-            hidden_act=config.hidden_act,
-            layer_norm_eps=config.layer_norm_eps,
-            attention_dropout=config.attention_dropout,
-        )
+        self.encoder = Encoder(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, walk_type: WalkType = "short"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (last_hidden_state [B, L, D], pooled [B, D] at the first EOS)."""
+        out = self.encode(input_ids, attention_mask, walk_type)
+        return out.last_hidden_state, out.pooler_output
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        walk_type: WalkType = "short",
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        """The tower's outputs: final-LN states, the first EOS as ``pooler_output`` (before the projection), and
+        per-layer hidden states / attention weights when asked."""
         hidden = self.embeddings(input_ids, walk_type)
         length = input_ids.shape[-1]
         mask = None
@@ -131,11 +142,17 @@ class FGCLIPTextTransformer(nn.Module):
             mask = (causal & attention_mask.bool()[:, None, None, :]) | torch.eye(
                 length, dtype=torch.bool, device=input_ids.device
             )
-        hidden = self.encoder(hidden, attn_mask=mask, is_causal=True)
-        hidden = self.final_layer_norm(hidden)
+        out = self.encoder(
+            hidden,
+            attn_mask=mask,
+            is_causal=True,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        hidden = self.final_layer_norm(out.last_hidden_state)
         index = first_eos_index(input_ids, self.config.eos_token_id, attention_mask)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
-        return hidden, pooled
+        return BaseModelOutputWithPooling(hidden, pooled, out.hidden_states, out.attentions)
 
 
 # ------------------------------------------------------------------------------------------------- vision tower
@@ -188,15 +205,7 @@ class FGCLIPVisionTransformer(nn.Module):
         self.config = config
         self.embeddings = FGCLIPVisionEmbeddings(config)
         self.pre_layrnorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.encoder = Encoder(
-            config.num_hidden_layers,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_heads=config.num_attention_heads,
-            hidden_act=config.hidden_act,
-            layer_norm_eps=config.layer_norm_eps,
-            attention_dropout=config.attention_dropout,
-        )
+        self.encoder = Encoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def trunk(
@@ -205,11 +214,27 @@ class FGCLIPVisionTransformer(nn.Module):
         """Hidden states entering the last block ([B, 1+N, D]) and the patch grid (h, w)."""
         hidden, grid_hw = self.embeddings(pixel_values, interpolate_pos_encoding)
         hidden = self.pre_layrnorm(hidden)
-        return self.encoder(hidden, num_layers=len(self.encoder.layers) - 1), grid_hw
+        return self.encoder(hidden, layers=slice(None, -1)).last_hidden_state, grid_hw
 
     def pool(self, trunk: torch.Tensor) -> torch.Tensor:
         """Last block, then ``post_layernorm`` of the class token -> [B, D]."""
-        return self.post_layernorm(self.encoder.layers[-1](trunk)[:, 0])
+        return self.post_layernorm(self.encoder.layers[-1](trunk)[0][:, 0])
+
+    def encode(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        """The standard ViT outputs (as transformers' CLIP): the last block's states, ``post_layernorm`` of the
+        class token as ``pooler_output``, per-layer hidden states / attention weights when asked."""
+        hidden, _ = self.embeddings(pixel_values, interpolate_pos_encoding)
+        out = self.encoder(
+            self.pre_layrnorm(hidden), output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
+        pooled = self.post_layernorm(out.last_hidden_state[:, 0])
+        return BaseModelOutputWithPooling(out.last_hidden_state, pooled, out.hidden_states, out.attentions)
 
     def dense(self, trunk: torch.Tensor) -> torch.Tensor:
         """Last block without token mixing, then ``post_layernorm`` of every patch token -> [B, N, D]."""
@@ -221,12 +246,17 @@ class FGCLIPVisionTransformer(nn.Module):
 
 @dataclass
 class FGCLIPOutput(ModelOutput):
-    """Inference forward: similarity logits and the normalised embeddings."""
+    """Inference forward: similarity logits, the normalised embeddings and the towers' outputs."""
 
     logits_per_image: torch.Tensor | None = None
     logits_per_text: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
     image_embeds: torch.Tensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in super().to_tuple())
 
 
 @dataclass
@@ -243,7 +273,7 @@ class FGCLIPStage2Output(ModelOutput):
 # --------------------------------------------------------------------------------------------------------- model
 
 
-class FGCLIPPreTrainedModel(StrictLoadingMixin, GuardedInitMixin, PreTrainedModel):
+class FGCLIPPreTrainedModel(StrictLoadingMixin, GuardedInitMixin, AttentionSelectionMixin, PreTrainedModel):
     config_class = FGCLIPConfig
     config: FGCLIPConfig
     base_model_prefix = "clip"
@@ -330,10 +360,21 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
 
     # ------------------------------------------------------------------------------------------- feature API
 
-    def get_image_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        """Global image embeddings [B, P] (class token -> post-LN -> ``visual_projection``)."""
-        trunk, _ = self.vision_model.trunk(pixel_values, interpolate_pos_encoding)
-        return self.visual_projection(self.vision_model.pool(trunk))
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> torch.Tensor | BaseModelOutputWithPooling:
+        """Global image embeddings [B, P] (class token -> post-LN -> ``visual_projection``); with ``return_dict``
+        (or an ``output_*`` flag) transformers 5's CLIP output, ``pooler_output`` = the embeddings."""
+        if not (return_dict or output_hidden_states or output_attentions):
+            trunk, _ = self.vision_model.trunk(pixel_values, interpolate_pos_encoding)
+            return self.visual_projection(self.vision_model.pool(trunk))
+        out = self.vision_model.encode(pixel_values, interpolate_pos_encoding, output_hidden_states, output_attentions)
+        return replace(out, pooler_output=self.visual_projection(out.pooler_output))
 
     def get_text_features(
         self,
@@ -343,17 +384,23 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         *,
         walk_short_pos: bool | None = None,
         use_bbox: bool | None = None,
+        return_dict: bool | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
         **_: object,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | BaseModelOutputWithPooling:
         """Text embeddings [B, P] pooled at the first EOS.
 
         ``walk_type``: ``"short"`` (default) and ``"box"`` use the 77-row table and ``text_projection``;
         ``"long"`` uses the 248-row tables and ``text_filip_projection``. Any length up to the walk's maximum works.
+        ``return_dict`` / ``output_*``: transformers 5's CLIP output object, ``pooler_output`` = the embeddings.
         """
         walk = resolve_walk_type(walk_type, walk_short_pos, use_bbox)
-        _, pooled = self.text_model(input_ids, attention_mask, walk)
         projection = self.text_filip_projection if walk == "long" else self.text_projection
-        return projection(pooled)
+        out = self.text_model.encode(input_ids, attention_mask, walk, output_hidden_states, output_attentions)
+        if not (return_dict or output_hidden_states or output_attentions):
+            return projection(out.pooler_output)
+        return replace(out, pooler_output=projection(out.pooler_output))
 
     def get_image_dense_features(
         self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, box_info: object = None
@@ -420,15 +467,25 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         """CLIP similarity logits for (``input_ids``, ``pixel_values``), or the stage-2 losses for a training batch
         (``image``, ``text_short``, ``box_*``, ``hard_*``). transformers' standard keywords (``return_dict``,
         ``position_ids=None`` ...) keep the inference path."""
-        stage2_batch, _ = split_forward_keywords(kwargs, STAGE2_KEYS)
+        stage2_batch, options = split_forward_keywords(kwargs, STAGE2_KEYS)
         if stage2_batch:
             return self.stage2_loss(**stage2_batch)
         if input_ids is None or pixel_values is None:
             raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with image/text_short)")
-        image_embeds = normalize(self.get_image_features(pixel_values, interpolate_pos_encoding))
-        text_embeds = normalize(self.get_text_features(input_ids, attention_mask, walk_type))
+        flags = {k: bool(options.get(k)) for k in ("output_hidden_states", "output_attentions")}
+        vision = self.get_image_features(pixel_values, interpolate_pos_encoding, return_dict=True, **flags)
+        text = self.get_text_features(input_ids, attention_mask, walk_type, return_dict=True, **flags)
+        image_embeds, text_embeds = normalize(vision.pooler_output), normalize(text.pooler_output)
         logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.T
-        return FGCLIPOutput(logits_per_text.T, logits_per_text, text_embeds, image_embeds)
+        out = FGCLIPOutput(
+            logits_per_image=logits_per_text.T,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text,
+            vision_model_output=vision,
+        )
+        return out if options.get("return_dict", True) is not False else out.to_tuple()
 
     def stage2_loss(
         self,

@@ -25,11 +25,17 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import all_reduce_mean, gather_with_grad
 from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings
-from fgclip_model.loading import GuardedInitMixin, StrictLoadingMixin, split_forward_keywords
+from fgclip_model.loading import (
+    AttentionSelectionMixin,
+    GuardedInitMixin,
+    StrictLoadingMixin,
+    split_forward_keywords,
+)
 from fgclip_model.losses import (
     fgclip2_hard_negative_terms,
     masked_contrastive_loss,
@@ -152,15 +158,7 @@ class FGCLIP2VisionTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = FGCLIP2VisionEmbeddings(config)
-        self.encoder = Encoder(
-            config.num_hidden_layers,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_heads=config.num_attention_heads,
-            hidden_act=config.hidden_act,
-            layer_norm_eps=config.layer_norm_eps,
-            attention_dropout=config.attention_dropout,
-        )
+        self.encoder = Encoder(config)
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = MultiheadAttentionPoolingHead(config) if config.vision_use_head else None
 
@@ -168,9 +166,25 @@ class FGCLIP2VisionTransformer(nn.Module):
         self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor | None, spatial_shapes: torch.Tensor
     ) -> torch.Tensor:
         """Post-LN patch tokens [B, N, D] (rows past h·w are padding)."""
+        return self.encode(pixel_values, pixel_attention_mask, spatial_shapes).last_hidden_state
+
+    def encode(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None,
+        spatial_shapes: torch.Tensor,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutput:
+        """The tower's outputs: post-LN tokens, and per-layer hidden states / attention weights when asked."""
         hidden = self.embeddings(pixel_values, spatial_shapes)
-        hidden = self.encoder(hidden, attn_mask=_key_mask(pixel_attention_mask))
-        return self.post_layernorm(hidden)
+        out = self.encoder(
+            hidden,
+            attn_mask=_key_mask(pixel_attention_mask),
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        return BaseModelOutput(self.post_layernorm(out.last_hidden_state), out.hidden_states, out.attentions)
 
 
 # --------------------------------------------------------------------------------------------------- text tower
@@ -185,15 +199,7 @@ class FGCLIP2TextTransformer(nn.Module):
         self.embeddings = WalkTextEmbeddings(
             config.vocab_size, config.hidden_size, config.max_position_embeddings, config.longtext_len, config.keep_len
         )
-        self.encoder = Encoder(
-            config.num_hidden_layers,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_heads=config.num_attention_heads,
-            hidden_act=config.hidden_act,
-            layer_norm_eps=config.layer_norm_eps,
-            attention_dropout=config.attention_dropout,
-        )
+        self.encoder = Encoder(config)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.hidden_size, config.projection_size)
 
@@ -201,9 +207,27 @@ class FGCLIP2TextTransformer(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, walk_type: str = "short"
     ) -> torch.Tensor:
         """The final-LN hidden state at the last position [B, D] (no head: the caller picks it by walk)."""
-        hidden = self.embeddings(input_ids, walk_type)
-        hidden = self.encoder(hidden, attn_mask=_key_mask(attention_mask))
-        return self.final_layer_norm(hidden[:, -1])
+        hidden = self.encoder(self.embeddings(input_ids, walk_type), attn_mask=_key_mask(attention_mask))
+        return self.final_layer_norm(hidden.last_hidden_state[:, -1])
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        walk_type: str = "short",
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BaseModelOutputWithPooling:
+        """The tower's outputs: final-LN states, the last position as ``pooler_output`` (before the walk's head),
+        and per-layer hidden states / attention weights when asked."""
+        out = self.encoder(
+            self.embeddings(input_ids, walk_type),
+            attn_mask=_key_mask(attention_mask),
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        last = self.final_layer_norm(out.last_hidden_state)
+        return BaseModelOutputWithPooling(last, last[:, -1], out.hidden_states, out.attentions)
 
 
 # ------------------------------------------------------------------------------------------------------ outputs
@@ -232,13 +256,18 @@ STAGE2_KEYS = frozenset(
 
 @dataclass
 class FGCLIP2Output(ModelOutput):
-    """Inference forward: SigLIP logits ``exp(s)·cos + b`` and the normalised embeddings."""
+    """Inference forward: SigLIP logits ``exp(s)·cos + b``, the normalised embeddings and the towers' outputs."""
 
     loss: torch.Tensor | None = None
     logits_per_image: torch.Tensor | None = None
     logits_per_text: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
     image_embeds: torch.Tensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in super().to_tuple())
 
 
 @dataclass
@@ -273,7 +302,7 @@ class FGCLIP2LossWeights:
 # --------------------------------------------------------------------------------------------------------- model
 
 
-class FGCLIP2PreTrainedModel(StrictLoadingMixin, GuardedInitMixin, PreTrainedModel):
+class FGCLIP2PreTrainedModel(StrictLoadingMixin, GuardedInitMixin, AttentionSelectionMixin, PreTrainedModel):
     config_class = FGCLIP2Config
     config: FGCLIP2Config
     base_model_prefix = "fgclip2"
@@ -359,11 +388,24 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         pixel_values: torch.Tensor,
         pixel_attention_mask: torch.Tensor | None = None,
         spatial_shapes: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
         **_: object,
-    ) -> torch.Tensor:
-        """Global image embeddings [B, D] (attention pooling of the post-LN patch tokens)."""
-        tokens = self.vision_model(pixel_values, pixel_attention_mask, self._shapes(pixel_values, spatial_shapes))
-        return self.vision_model.head(tokens, pixel_attention_mask)
+    ) -> torch.Tensor | BaseModelOutputWithPooling:
+        """Global image embeddings [B, D] (attention pooling of the post-LN patch tokens); with ``return_dict``
+        (or an ``output_*`` flag) transformers 5's output: tokens, ``pooler_output`` = the embeddings, and the
+        per-layer hidden states / attention weights asked for."""
+        shapes = self._shapes(pixel_values, spatial_shapes)
+        if not (return_dict or output_hidden_states or output_attentions):
+            return self.vision_model.head(
+                self.vision_model(pixel_values, pixel_attention_mask, shapes), pixel_attention_mask
+            )
+        out = self.vision_model.encode(
+            pixel_values, pixel_attention_mask, shapes, output_hidden_states, output_attentions
+        )
+        embeds = self.vision_model.head(out.last_hidden_state, pixel_attention_mask)
+        return BaseModelOutputWithPooling(out.last_hidden_state, embeds, out.hidden_states, out.attentions)
 
     def get_text_features(
         self,
@@ -371,15 +413,22 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: object = None,
         walk_type: str = "short",
+        return_dict: bool | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
         **_: object,
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | BaseModelOutputWithPooling:
         """Text embeddings [B, D] by walk: short -> ``text_model.head``, box -> ``boxtext_head``, long ->
         ``longtext_head``. Pooled at the last position, so ids shorter than the walk's length (64 short/box, 196
         long; e.g. a tokenizer called with ``padding=True``, as transformers' pipelines do) are first padded to it
-        (pad id 0, masked when a mask is given): the same features as the processor's full-length padding."""
+        (pad id 0, masked when a mask is given): the same features as the processor's full-length padding.
+        ``return_dict`` / ``output_*``: transformers 5's output object, ``pooler_output`` = the embeddings."""
         input_ids, attention_mask = self._pad_to_walk(input_ids, attention_mask, _check_walk(walk_type))
-        pooled = self.text_model(input_ids, attention_mask, walk_type)
-        return self._text_head(walk_type)(pooled)
+        if not (return_dict or output_hidden_states or output_attentions):
+            return self._text_head(walk_type)(self.text_model(input_ids, attention_mask, walk_type))
+        out = self.text_model.encode(input_ids, attention_mask, walk_type, output_hidden_states, output_attentions)
+        embeds = self._text_head(walk_type)(out.pooler_output)
+        return BaseModelOutputWithPooling(out.last_hidden_state, embeds, out.hidden_states, out.attentions)
 
     def get_image_dense_features(
         self,
@@ -473,7 +522,7 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         """SigLIP logits for (texts, images) — ``logits_per_text = exp(s)·T·Iᵀ + b`` — or the stage-2 losses when
         called with a training batch (``text_short``, ``text_long``, ``box_*``, ``hard_*``). transformers' standard
         keywords (``return_dict``, ``position_ids=None`` ...) keep the inference path."""
-        stage2_batch, _ = split_forward_keywords(kwargs, STAGE2_KEYS)
+        stage2_batch, options = split_forward_keywords(kwargs, STAGE2_KEYS)
         if stage2_batch:
             return self.stage2_loss(
                 pixel_values=pixel_values,
@@ -483,13 +532,16 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             )
         if input_ids is None or pixel_values is None:
             raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with text_short)")
-        image_embeds = normalize(self.get_image_features(pixel_values, pixel_attention_mask, spatial_shapes))
-        text_embeds = normalize(self.get_text_features(input_ids, attention_mask, walk_type=walk_type))
+        flags = {k: bool(options.get(k)) for k in ("output_hidden_states", "output_attentions")}
+        vision = self.get_image_features(pixel_values, pixel_attention_mask, spatial_shapes, return_dict=True, **flags)
+        text = self.get_text_features(input_ids, attention_mask, walk_type=walk_type, return_dict=True, **flags)
+        image_embeds, text_embeds = normalize(vision.pooler_output), normalize(text.pooler_output)
         logits_per_text = self.logit_scale.exp() * text_embeds @ image_embeds.T + self.logit_bias
         loss = None
         if return_loss:
             loss = sigmoid_loss(text_embeds, image_embeds, self.logit_scale.exp(), self.logit_bias)
-        return FGCLIP2Output(loss, logits_per_text.T, logits_per_text, text_embeds, image_embeds)
+        out = FGCLIP2Output(loss, logits_per_text.T, logits_per_text, text_embeds, image_embeds, text, vision)
+        return out if options.get("return_dict", True) is not False else out.to_tuple()
 
     def stage2_loss(
         self,
