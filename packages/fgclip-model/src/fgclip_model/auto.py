@@ -28,7 +28,7 @@ from transformers import (
     Siglip2Model,
 )
 
-from fgclip_model.fgclip import FGCLIPModel
+from fgclip_model.fgclip import FGCLIPConfig, FGCLIPModel
 from fgclip_model.fgclip.processing import FGCLIPProcessor
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model, FGCLIP2TextConfig, FGCLIP2VisionConfig
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor, Fgclip2ImageProcessor
@@ -50,6 +50,7 @@ def register_auto_classes() -> None:
         return
     for auto in (AutoModel, AutoModelForZeroShotImageClassification):
         auto._model_mapping.register(CLIPConfig, (CLIPModel, FGCLIPModel), exist_ok=True)
+        auto._model_mapping.register(FGCLIPConfig, FGCLIPModel, exist_ok=True)  # from_config(FGCLIPConfig(...))
     AutoModelForCausalLM._model_mapping.register(CLIPConfig, (FGCLIPModel,), exist_ok=True)
     AutoModelForZeroShotImageClassification.register(FGCLIP2Config, FGCLIP2Model, exist_ok=True)
 

@@ -82,11 +82,24 @@ class AttentionSelectionMixin:
         self._mirror_attn_implementation()
 
     def set_attn_implementation(self, attn_implementation, *args, **kwargs) -> None:
-        if isinstance(attn_implementation, str):  # set the towers first: no "set in the dark" warnings
+        if isinstance(attn_implementation, str):  # validate, then set the towers: no "set in the dark" warnings
+            attn_implementation = self._check_and_adjust_attn_implementation(attn_implementation, is_init_check=False)
             for sub in self.config.sub_configs:
                 getattr(self.config, sub)._attn_implementation_internal = attn_implementation
         super().set_attn_implementation(attn_implementation, *args, **kwargs)
         self._mirror_attn_implementation()
+
+    def get_input_embeddings(self):
+        return self.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value) -> None:
+        self.text_model.embeddings.token_embedding = value
+
+    def _output_flags(self, output_hidden_states: bool | None, output_attentions: bool | None) -> tuple[bool, bool]:
+        """Call flags, else the config's (transformers' convention)."""
+        hidden = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return bool(hidden), bool(attentions)
 
     def _mirror_attn_implementation(self) -> None:
         chosen = self.config._attn_implementation

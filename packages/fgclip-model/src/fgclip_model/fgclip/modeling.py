@@ -365,11 +365,12 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         pixel_values: torch.Tensor,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
     ) -> torch.Tensor | BaseModelOutputWithPooling:
         """Global image embeddings [B, P] (class token -> post-LN -> ``visual_projection``); with ``return_dict``
         (or an ``output_*`` flag) transformers 5's CLIP output, ``pooler_output`` = the embeddings."""
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         if not (return_dict or output_hidden_states or output_attentions):
             trunk, _ = self.vision_model.trunk(pixel_values, interpolate_pos_encoding)
             return self.visual_projection(self.vision_model.pool(trunk))
@@ -385,8 +386,8 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         walk_short_pos: bool | None = None,
         use_bbox: bool | None = None,
         return_dict: bool | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **_: object,
     ) -> torch.Tensor | BaseModelOutputWithPooling:
         """Text embeddings [B, P] pooled at the first EOS.
@@ -397,6 +398,7 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         """
         walk = resolve_walk_type(walk_type, walk_short_pos, use_bbox)
         projection = self.text_filip_projection if walk == "long" else self.text_projection
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         out = self.text_model.encode(input_ids, attention_mask, walk, output_hidden_states, output_attentions)
         if not (return_dict or output_hidden_states or output_attentions):
             return projection(out.pooler_output)
@@ -472,7 +474,8 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
             return self.stage2_loss(**stage2_batch)
         if input_ids is None or pixel_values is None:
             raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with image/text_short)")
-        flags = {k: bool(options.get(k)) for k in ("output_hidden_states", "output_attentions")}
+        hidden, attentions = self._output_flags(options.get("output_hidden_states"), options.get("output_attentions"))
+        flags = {"output_hidden_states": hidden, "output_attentions": attentions}
         vision = self.get_image_features(pixel_values, interpolate_pos_encoding, return_dict=True, **flags)
         text = self.get_text_features(input_ids, attention_mask, walk_type, return_dict=True, **flags)
         image_embeds, text_embeds = normalize(vision.pooler_output), normalize(text.pooler_output)

@@ -389,14 +389,15 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         pixel_attention_mask: torch.Tensor | None = None,
         spatial_shapes: torch.Tensor | None = None,
         return_dict: bool | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **_: object,
     ) -> torch.Tensor | BaseModelOutputWithPooling:
         """Global image embeddings [B, D] (attention pooling of the post-LN patch tokens); with ``return_dict``
         (or an ``output_*`` flag) transformers 5's output: tokens, ``pooler_output`` = the embeddings, and the
         per-layer hidden states / attention weights asked for."""
         shapes = self._shapes(pixel_values, spatial_shapes)
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         if not (return_dict or output_hidden_states or output_attentions):
             return self.vision_model.head(
                 self.vision_model(pixel_values, pixel_attention_mask, shapes), pixel_attention_mask
@@ -414,8 +415,8 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         position_ids: object = None,
         walk_type: str = "short",
         return_dict: bool | None = None,
-        output_hidden_states: bool = False,
-        output_attentions: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **_: object,
     ) -> torch.Tensor | BaseModelOutputWithPooling:
         """Text embeddings [B, D] by walk: short -> ``text_model.head``, box -> ``boxtext_head``, long ->
@@ -424,6 +425,7 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         (pad id 0, masked when a mask is given): the same features as the processor's full-length padding.
         ``return_dict`` / ``output_*``: transformers 5's output object, ``pooler_output`` = the embeddings."""
         input_ids, attention_mask = self._pad_to_walk(input_ids, attention_mask, _check_walk(walk_type))
+        output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         if not (return_dict or output_hidden_states or output_attentions):
             return self._text_head(walk_type)(self.text_model(input_ids, attention_mask, walk_type))
         out = self.text_model.encode(input_ids, attention_mask, walk_type, output_hidden_states, output_attentions)
@@ -532,7 +534,8 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             )
         if input_ids is None or pixel_values is None:
             raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with text_short)")
-        flags = {k: bool(options.get(k)) for k in ("output_hidden_states", "output_attentions")}
+        hidden, attentions = self._output_flags(options.get("output_hidden_states"), options.get("output_attentions"))
+        flags = {"output_hidden_states": hidden, "output_attentions": attentions}
         vision = self.get_image_features(pixel_values, pixel_attention_mask, spatial_shapes, return_dict=True, **flags)
         text = self.get_text_features(input_ids, attention_mask, walk_type=walk_type, return_dict=True, **flags)
         image_embeds, text_embeds = normalize(vision.pooler_output), normalize(text.pooler_output)
