@@ -300,3 +300,22 @@ def test_hard_negative_terms_with_uneven_negative_counts():
     i2t = F.cross_entropy(scale * region @ columns.T, torch.arange(2))
     t2i = F.cross_entropy(scale * cands[:, 0] @ region.T, torch.arange(2))
     torch.testing.assert_close(terms.itc, (i2t + t2i) / 2)
+
+
+def test_position_grid_resize_equals_antialiased_interpolate():
+    """The weight-matrix resize (no per-shape loop, ONNX-exportable) is torch's antialiased bilinear resize of
+    each image's grid, for up- and down-sampling, with padding rows repeating row 0."""
+    import torch.nn.functional as F
+
+    from fgclip_model.fgclip2.modeling import resize_position_grid
+
+    torch.manual_seed(0)
+    for side in (4, 16):
+        grid = torch.randn(side, side, 12)
+        shapes = torch.tensor([[3, 5], [side, side], [side + 3, 2], [1, 7], [2 * side, side // 2], [5, 5]])
+        length = int((shapes[:, 0] * shapes[:, 1]).max()) + 3
+        out = resize_position_grid(grid, shapes, length)
+        for b, (h, w) in enumerate(shapes.tolist()):
+            ref = F.interpolate(grid.permute(2, 0, 1)[None], size=(h, w), mode="bilinear", antialias=True)
+            torch.testing.assert_close(out[b, : h * w], ref[0].reshape(12, h * w).T, atol=1e-6, rtol=0)
+            assert torch.equal(out[b, h * w :], out[b, :1].expand(length - h * w, -1))

@@ -116,24 +116,33 @@ class MultiheadAttentionPoolingHead(nn.Module):
 # ------------------------------------------------------------------------------------------------- vision tower
 
 
+def antialias_weights(index: torch.Tensor, size: torch.Tensor, source: int) -> torch.Tensor:
+    """Weights [..., source] of the antialiased bilinear resize (PyTorch's ``antialias=True``, align_corners
+    False) that give output row ``index`` of an axis of ``size`` rows from ``source`` rows: a triangle filter
+    centred at ``(index + 0.5)·scale`` (``scale = source / size``), ``max(scale, 1)`` rows wide, normalised."""
+    scale = source / size.to(torch.float32)
+    support = scale.clamp(min=1.0)
+    center = (index.to(torch.float32) + 0.5) * scale
+    taps = torch.arange(source, device=index.device, dtype=torch.float32) + 0.5
+    weights = (1.0 - ((taps - center[..., None]).abs() / support[..., None])).clamp(min=0.0)
+    return weights / weights.sum(-1, keepdim=True)
+
+
 def resize_position_grid(grid: torch.Tensor, spatial_shapes: torch.Tensor, length: int) -> torch.Tensor:
     """Bilinear (antialiased) resize of a [G, G, D] position grid to each image's (h, w) patch grid.
 
     Returns [B, length, D]: rows ``0..h·w-1`` in row-major order, the padding rows repeating row 0 (as SigLIP 2).
-    One interpolation per distinct shape in the batch.
+    Equal to ``F.interpolate(..., mode="bilinear", antialias=True)`` per image, written as two weight matrices
+    per patch row so it needs no per-shape loop or host sync (and exports to ONNX with dynamic shapes).
     """
-    shapes = [tuple(s) for s in spatial_shapes.tolist()]
-    distinct = sorted(set(shapes))
-    source = grid.permute(2, 0, 1)[None].float()
-    blocks = []
-    for h, w in distinct:
-        if h * w > length:
-            raise ValueError(f"spatial shape {h}x{w} has more patches than the {length} positions given")
-        resized = F.interpolate(source, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        rows = resized[0].reshape(grid.shape[-1], h * w).T
-        blocks.append(torch.cat([rows, rows[:1].expand(length - h * w, -1)]))
-    index = torch.tensor([distinct.index(s) for s in shapes], device=grid.device)
-    return torch.stack(blocks)[index].to(grid.dtype)
+    side = grid.shape[0]
+    h, w = spatial_shapes[:, :1].to(grid.device), spatial_shapes[:, 1:].to(grid.device)  # [B, 1]
+    n = torch.arange(length, device=grid.device)[None, :]  # [1, length]
+    real = n < h * w
+    n = torch.where(real, n, torch.zeros_like(n))  # padding rows take row 0's position
+    row_weights = antialias_weights(n // w, h.expand_as(n), side)  # [B, length, G]
+    col_weights = antialias_weights(n % w, w.expand_as(n), side)
+    return torch.einsum("bng,bnk,gkd->bnd", row_weights, col_weights, grid.float()).to(grid.dtype)
 
 
 class FGCLIP2VisionEmbeddings(nn.Module):
