@@ -12,7 +12,7 @@ from fgclip_data import FGCLIPCollator
 from fgclip_data.tokenizer import CLIP_VOCAB
 from fgclip_model.longclip import clip_to_longclip
 from fgclip_train import Family, TrainConfig, register_family
-from fgclip_train.config import PRESETS
+from fgclip_train.config import PRESETS, SMALL_TOWER
 from fgclip_train.model import enable_activation_checkpointing, promote_scalar_parameters
 from fgclip_train.validation import recall_at_1, validation_samples
 
@@ -108,15 +108,8 @@ LONGCLIP = Family(
 )
 
 SMALL_CLIP = {
-    "text_config": {"hidden_size": 96, "intermediate_size": 384, "num_hidden_layers": 3, "num_attention_heads": 4},
-    "vision_config": {
-        "hidden_size": 96,
-        "intermediate_size": 384,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "image_size": 128,
-        "patch_size": 16,
-    },
+    "text_config": dict(SMALL_TOWER),
+    "vision_config": {**SMALL_TOWER, "image_size": 128, "patch_size": 16},
     "projection_dim": 96,
 }
 

@@ -11,6 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fgclip_model.tiny import tower
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -188,6 +190,7 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 STAGE1 = {"stage": 1, "loss": {"region": False, "hard_negatives": False}}
+SMALL_TOWER = tower(width=96, layers=3, heads=4, mlp=4)  # the FG-Shapes models' towers
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the default: a small FG-CLIP 2 from scratch on FG-Shapes, minutes on a laptop CPU
@@ -195,23 +198,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {
             "family": "fgclip2",
             "size": {
-                "text_config": {
-                    "hidden_size": 96,
-                    "intermediate_size": 384,
-                    "num_hidden_layers": 3,
-                    "num_attention_heads": 4,
-                    "max_position_embeddings": 24,
-                    "longtext_len": 96,
-                    "keep_len": 8,
-                },
-                "vision_config": {
-                    "hidden_size": 96,
-                    "intermediate_size": 384,
-                    "num_hidden_layers": 3,
-                    "num_attention_heads": 4,
-                    "num_patches": 64,
-                    "patch_size": 16,
-                },
+                "text_config": {**SMALL_TOWER, "max_position_embeddings": 24, "longtext_len": 96, "keep_len": 8},
+                "vision_config": {**SMALL_TOWER, "num_patches": 64, "patch_size": 16},
             },
             "extra_logit_scale": 2.3,
         },
@@ -225,21 +213,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {
             "family": "fgclip",
             "size": {
-                "text_config": {
-                    "hidden_size": 96,
-                    "intermediate_size": 384,
-                    "num_hidden_layers": 3,
-                    "num_attention_heads": 4,
-                    "max_position_embeddings": 24,
-                },
-                "vision_config": {
-                    "hidden_size": 96,
-                    "intermediate_size": 384,
-                    "num_hidden_layers": 3,
-                    "num_attention_heads": 4,
-                    "image_size": 128,
-                    "patch_size": 16,
-                },
+                "text_config": {**SMALL_TOWER, "max_position_embeddings": 24},
+                "vision_config": {**SMALL_TOWER, "image_size": 128, "patch_size": 16},
                 "projection_dim": 96,
                 "long_max_position_embeddings": 96,
                 "long_keep_positions": 8,

@@ -1,11 +1,14 @@
-"""The stage-2 training loop: a short function over composable pieces (data, model, engine, checkpointer,
-logger, validator)."""
+"""The training loop of both stages: :func:`train` is a short loop over composable pieces — the checks before
+anything starts (:func:`preflight`), the run's parts (:func:`build_run`: family, data, engine, checkpointer,
+logger, validator) and one optimisation step (:func:`train_step`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,9 +16,9 @@ import torch.distributed as dist
 
 from .checkpoint import Checkpointer
 from .config import TrainConfig, dump_config
-from .data import build_data, load_tokenizer, read_sources, total_steps, training_records
+from .data import TrainData, build_data, load_tokenizer, read_sources, total_steps, training_records
 from .engine import DistEnv, build_engine, setup_distributed
-from .families import get_family
+from .families import Family, get_family
 from .metrics import MetricsLogger
 from .model import parameter_groups
 from .plots import plot_training_curves
@@ -58,24 +61,25 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
     return bool(value.item())
 
 
-def train(config: TrainConfig) -> dict:
-    """Run stage 1 or 2 as configured; returns the validation metrics before / after and the run's figures."""
+def preflight(config: TrainConfig) -> tuple[TrainConfig, tuple]:
+    """Every check that can fail on the configuration, before any process group or engine exists (all ranks
+    read the same files, so all raise the same RunError), then the data: FG-Shapes generation forks worker
+    processes, which must happen before the process group's threads exist (ranks are serialised by its lock)."""
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
-    out_dir = Path(config.runtime.output_dir)
-    # every check that can fail on the configuration, before any process group or engine exists (all ranks
-    # read the same files, so all raise the same RunError)
     check_start(config)
     config = resolve_init(config)  # an earlier run's output_dir (a stage-1 run) -> its newest checkpoint
     check_paths(config)
-    check_output_dir(config, resumable=Checkpointer(out_dir, None, 0).latest() is not None)
-    # data first: FG-Shapes generation forks worker processes, which must happen before the process group's
-    # threads exist; concurrent ranks are serialised by the generator's lock file
+    check_output_dir(config, resumable=Checkpointer(Path(config.runtime.output_dir), None, 0).latest() is not None)
     sources, records, val_records = read_sources(config)
     if records is not None and not records:
         raise RunError(f"data.train: {sources.train} holds no valid record (every record was rejected)")
-    env = setup_distributed()
-    torch.manual_seed(config.schedule.seed)
+    return config, (sources, records, val_records)
+
+
+def start_output(config: TrainConfig, env: DistEnv) -> Path:
+    """The output folder, emptied of an earlier run with ``runtime.overwrite``, holding this run's config."""
+    out_dir = Path(config.runtime.output_dir)
     if env.main:
         if config.runtime.overwrite:
             clear_earlier_run(out_dir)
@@ -83,7 +87,45 @@ def train(config: TrainConfig) -> dict:
         (out_dir / "config.yaml").write_text(dump_config(config))
     if dist.is_initialized():
         dist.barrier()  # the earlier run is gone on every rank's view before anything is written
+    return out_dir
 
+
+@dataclass
+class Run:
+    """The composable pieces of a run and its progress (what a checkpoint restores)."""
+
+    config: TrainConfig
+    env: DistEnv
+    family: Family
+    tokenizer: object
+    data: TrainData
+    engine: object
+    scheduler: object
+    checkpointer: Checkpointer
+    log: MetricsLogger
+    validator: Callable | None
+    total: int
+    step: int = 0
+    skipped: dict = field(default_factory=dict)
+    samples: int = 0
+    bad_in_a_row: int = 0
+
+    def count_skips(self, reasons: dict[str, int]) -> None:
+        for reason, n in reasons.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+
+    def validate(self, when: str) -> dict:
+        metrics = self.validator(self.engine.module, self.env.device)
+        self.log.write({"step": self.step, "eval": when, **metrics})
+        return metrics
+
+    def save(self, epoch: int) -> None:
+        state = {"step": self.step, "skipped": self.skipped, "epoch": epoch, **self.family.state(self.engine.module)}
+        self.checkpointer.save(self.engine, self.step, state, [self.tokenizer, self.data.collate.image_processor])
+
+
+def build_run(config: TrainConfig, sources, records, val_records, env: DistEnv, out_dir: Path) -> Run:
+    """Family, tokenizer, model, data, engine, checkpointer (resumed when asked), validator and logger."""
     family = get_family(config.model.family)
     tokenizer = load_tokenizer(config, training_records(sources, records), family.tokenizer_layout)
     model = family.build_model(config, tokenizer)
@@ -92,90 +134,116 @@ def train(config: TrainConfig) -> dict:
     engine, _, scheduler = build_engine(config, model, parameter_groups(model, config, family.no_decay(model)), total)
     checkpointer = Checkpointer(out_dir, config.runtime.save_total_limit, env.rank)
     state = (checkpointer.resume(engine) if config.runtime.resume else None) or {"step": 0, "skipped": {}}
-    step, skipped = state["step"], dict(state.get("skipped", {}))
     family.restore(engine.module, state)  # per-step state of the family (FG-CLIP 2: the margin τ)
-
+    runtime = config.runtime
     validator = None
-    wants_eval = config.runtime.eval_before or config.runtime.eval_after
+    wants_eval = runtime.eval_before or runtime.eval_after or runtime.eval_every
     if env.main and val_records and wants_eval and family.build_validator:
         validator = family.build_validator(config, val_records, sources, tokenizer, data.collate, data.resize)
-    results: dict = {"before": None, "after": None}
     log = MetricsLogger(
         out_dir,
         total,
-        step,
+        state["step"],
         env.main,
-        config.runtime.tensorboard,
-        config.runtime.wandb,
+        runtime.tensorboard,
+        runtime.wandb,
         config.model_dump(mode="json"),
         desc=f"stage{config.stage}",
     )
-    if validator and config.runtime.eval_before and step == 0:
-        results["before"] = validator(engine.module, env.device)
-        log.write({"step": 0, "eval": "before", **results["before"]})
+    return Run(
+        config,
+        env,
+        family,
+        tokenizer,
+        data,
+        engine,
+        scheduler,
+        checkpointer,
+        log,
+        validator,
+        total,
+        step=state["step"],
+        skipped=dict(state.get("skipped", {})),
+    )
 
-    extras = [tokenizer, data.collate.image_processor]
-    kwargs = family.loss_kwargs(config)
+
+def train_step(run: Run, batch: dict, loss_kwargs: dict, epoch: int) -> bool:
+    """One micro-batch: forward, finiteness check, backward, optimiser step. Returns whether an optimisation
+    step completed (False inside gradient accumulation); a skipped non-finite step counts as a step."""
+    config = run.config
+    out = run.engine(**to_device(batch, run.env.device), **loss_kwargs)
+    bad = check_finite(out)
+    if bad:
+        run.bad_in_a_row += 1
+        if config.loss.on_nonfinite == "error" or run.bad_in_a_row > MAX_CONSECUTIVE_SKIPS:
+            raise NonFiniteLoss(
+                f"step {run.step + 1}: non-finite loss term(s) {', '.join(bad)} "
+                f"(loss.on_nonfinite=skip skips up to {MAX_CONSECUTIVE_SKIPS} such steps in a row)"
+            )
+        run.count_skips({"non-finite loss (step skipped)": 1})
+        run.engine.zero_grad()
+        run.step += 1  # the step happens, without an update
+        run.log.advance(0)
+        return True
+    run.bad_in_a_row = 0
+    run.engine.backward(out.loss)
+    run.engine.step()
+    per_step = config.schedule.batch_size * run.env.world
+    run.samples += per_step
+    if not run.engine.is_gradient_accumulation_boundary():
+        return False
+    run.step += 1
+    run.log.advance(per_step * config.schedule.grad_accum)
+    if run.step % config.runtime.log_every == 0 or run.step == run.total:
+        losses = {k: float(getattr(out, k).detach()) for k in LOSS_TERMS if getattr(out, k, None) is not None}
+        extra = {"epoch": epoch, "skipped": sum(run.skipped.values())}
+        if getattr(out, "hard_margin", None) is not None:
+            extra["hard_margin"] = float(out.hard_margin)
+        run.log.step(run.step, losses, run.scheduler.get_last_lr()[0], extra)
+    return True
+
+
+def train(config: TrainConfig) -> dict:
+    """Run stage 1 or 2 as configured; returns the validation metrics before / after and the run's figures."""
+    config, (sources, records, val_records) = preflight(config)
+    env = setup_distributed()
+    torch.manual_seed(config.schedule.seed)
+    out_dir = start_output(config, env)
+    run = build_run(config, sources, records, val_records, env, out_dir)
+    runtime = config.runtime
+    results: dict = {"before": None, "after": None}
+    if run.validator and runtime.eval_before and run.step == 0:
+        results["before"] = run.validate("before")
+
+    loss_kwargs = run.family.loss_kwargs(config)
     started = time.perf_counter()
-    samples_seen = consecutive = 0
-    while step < total:
-        epoch, position = divmod(step * config.schedule.grad_accum, data.steps_per_epoch)
-        for batch in data.epoch(epoch, position):
-            for reason, n in batch.pop("skipped", {}).items():
-                skipped[reason] = skipped.get(reason, 0) + n
+    while run.step < run.total:
+        epoch, position = divmod(run.step * config.schedule.grad_accum, run.data.steps_per_epoch)
+        for batch in run.data.epoch(epoch, position):
+            run.count_skips(batch.pop("skipped", {}))
             if any_rank(batch.pop("empty", False), env):  # every rank skips it, or the gathers would hang
                 continue
-            out = engine(**to_device(batch, env.device), **kwargs)
-            bad = check_finite(out)
-            if bad:
-                message = f"step {step + 1}: non-finite loss term(s) {', '.join(bad)}"
-                consecutive += 1
-                if config.loss.on_nonfinite == "error" or consecutive > MAX_CONSECUTIVE_SKIPS:
-                    raise NonFiniteLoss(
-                        message + f" (loss.on_nonfinite=skip skips up to {MAX_CONSECUTIVE_SKIPS} such steps in a row)"
-                    )
-                skipped["non-finite loss (step skipped)"] = skipped.get("non-finite loss (step skipped)", 0) + 1
-                engine.zero_grad()
-                step += 1  # the step happens, without an update
-                log.advance(0)
-                if step >= total:
-                    break
+            if not train_step(run, batch, loss_kwargs, epoch):
                 continue
-            consecutive = 0
-            engine.backward(out.loss)
-            engine.step()
-            samples_seen += config.schedule.batch_size * env.world
-            if not engine.is_gradient_accumulation_boundary():
-                continue
-            step += 1
-            log.advance(config.schedule.batch_size * env.world * config.schedule.grad_accum)
-            if step % config.runtime.log_every == 0 or step == total:
-                losses = {k: float(getattr(out, k).detach()) for k in LOSS_TERMS if getattr(out, k, None) is not None}
-                extra = {"epoch": epoch, "skipped": sum(skipped.values())}
-                if getattr(out, "hard_margin", None) is not None:
-                    extra["hard_margin"] = float(out.hard_margin)
-                log.step(step, losses, scheduler.get_last_lr()[0], extra)
-            if validator and config.runtime.eval_every and step % config.runtime.eval_every == 0 and step < total:
-                log.write({"step": step, "eval": "during", **validator(engine.module, env.device)})
-            every = config.runtime.save_every
-            if (every and step % every == 0) or step == total:
-                trainer_state = {"step": step, "skipped": skipped, "epoch": epoch, **family.state(engine.module)}
-                checkpointer.save(engine, step, trainer_state, extras)
-            if step >= total:
+            if run.validator and runtime.eval_every and run.step % runtime.eval_every == 0 and run.step < run.total:
+                run.validate("during")
+            if (runtime.save_every and run.step % runtime.save_every == 0) or run.step == run.total:
+                run.save(epoch)
+            if run.step >= run.total:
                 break
     elapsed = time.perf_counter() - started
-    if validator and config.runtime.eval_after:
-        results["after"] = validator(engine.module, env.device)
-        log.write({"step": step, "eval": "after", **results["after"]})
-    log.close()
-    if env.main and log.path.is_file():
-        plot_training_curves(log.path)
+    if run.validator and runtime.eval_after:
+        results["after"] = run.validate("after")
+    run.log.close()
+    if env.main and run.log.path.is_file():
+        plot_training_curves(run.log.path)
+    latest = run.checkpointer.latest()
     results.update(
-        steps=step,
+        steps=run.step,
         seconds=elapsed,
-        samples=samples_seen,
-        skipped=skipped,
-        checkpoint=str(checkpointer.latest()) if checkpointer.latest() else None,
+        samples=run.samples,
+        skipped=run.skipped,
+        checkpoint=str(latest) if latest else None,
     )
     if env.main:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))
