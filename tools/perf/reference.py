@@ -42,8 +42,8 @@ def main(checkout: str, work: str) -> int:
     tensors = torch.load(work_dir / "cases.pt", weights_only=True)
     device, dtype = spec["device"], getattr(torch, spec["dtype"])
     if not torch.distributed.is_initialized():  # the reference's training forward calls dist.get_rank()
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(spec["port"]))
+        # a group of its own on the harness's free port, whatever launcher variables the caller's environment has
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(spec["port"])
         torch.distributed.init_process_group("gloo", rank=0, world_size=1)
     results = {}
     models = {}

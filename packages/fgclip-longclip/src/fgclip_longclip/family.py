@@ -54,7 +54,11 @@ def build_model(config: TrainConfig, tokenizer) -> LongCLIPForPCM:
 
 def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int | None) -> FGCLIPCollator:
     processor = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=image_size)
-    length = model_config.text_config.max_position_embeddings  # the stretched model's
+    # the stretched model's length (the configured one before a model exists)
+    if model_config is not None:
+        length = model_config.text_config.max_position_embeddings
+    else:
+        length = long_length(config) if config is not None else LONG_LENGTH
     return FGCLIPCollator(
         tokenizer, processor, add_box_loss=False, use_hard_neg=False, short_length=SHORT_LENGTH, long_length=length
     )
