@@ -57,3 +57,46 @@ def test_show_config_round_trips(capsys, tmp_path):
     again = load_config(file)
     assert again.optim.lr == 5e-6 and again.preset == "fgclip2"
     assert again == load_config(preset="fgclip2", overrides=["--optim.lr=5e-6"])
+
+
+def test_stage1_command_presets_and_refusals(capsys):
+    from fgclip_train.cli import stage1, stage2
+
+    assert stage1(["--show-config"]) == 0
+    shown = capsys.readouterr().out
+    assert "preset: fgshapes-stage1" in shown and "stage: 1" in shown and "region: false" in shown
+    assert stage1(["--preset", "fgclip2", "--show-config"]) == 2  # a stage-2 preset
+    assert "stage-2 run" in capsys.readouterr().err
+    assert stage2(["--preset", "fgshapes-stage1", "--show-config"]) == 2
+    assert stage1(["--show-config", "--loss.region=true"]) == 2  # stage 1 is global alignment only
+    assert "global alignment only" in capsys.readouterr().err
+    config = load_config(preset="fgclip2-stage1")
+    assert config.stage == 1 and config.model.from_base and not config.loss.hard_negatives
+
+
+def test_reference_presets_need_their_starting_checkpoint(tmp_path, capsys):
+    """`stage2 --preset fgclip2` used to train a full-size model from random weights on FG-Shapes."""
+    from fgclip_train.cli import main
+
+    for preset, needed in (("fgclip2", "SigLIP 2"), ("fgclip-v1", "FG-CLIP v1"), ("fgclip2-stage1", "SigLIP 2")):
+        code = main(["--preset", preset, f"--runtime.output_dir={tmp_path / preset}"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"preset {preset} starts from" in err and needed in err and "--model.init" in err
+        assert not (tmp_path / preset).exists()  # refused before anything was written
+
+
+def test_init_from_a_run_folder_takes_its_newest_checkpoint(tmp_path):
+    from fgclip_train.preflight import resolve_init
+
+    run = tmp_path / "stage1-run"
+    for step in (4, 8):
+        model = run / f"checkpoint-{step:07d}" / "model"
+        model.mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+        (model.parent / "trainer_state.json").write_text("{}")
+    (run / ".tmp-checkpoint-0000012").mkdir()  # an incomplete save is never taken
+    config = resolve_init(load_config(overrides=[f"--model.init={run}"]))
+    assert config.model.init == str(run / "checkpoint-0000008" / "model")
+    folder = run / "checkpoint-0000004" / "model"
+    assert resolve_init(load_config(overrides=[f"--model.init={folder}"])).model.init == str(folder)

@@ -64,18 +64,23 @@ def test_two_processes_equal_one(family, shapes, tmp_path):
         torch.testing.assert_close(two["grads"][name], one["grads"][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_deepspeed_zero_on_two_cpu_processes(stage, tiny_overrides, fgshapes_cache, tmp_path):
-    """The training command under torchrun: both ranks step; the exported HF folder equals a one-process run
-    over the same global batches (global losses only, where the two are the same objective)."""
-    common = [o for o in tiny_overrides if "batch_size" not in o and "output_dir" not in o] + [
-        "--loss.region=false",
-        "--loss.hard_negatives=false",
-        "--schedule.max_steps=2",
-        "--runtime.eval_before=false",
-        "--runtime.eval_after=false",
-        f"--runtime.zero_stage={stage}",
-    ]
+@pytest.mark.parametrize(("command", "stage"), [("stage2", 2), ("stage2", 3), ("stage1", 2)])
+def test_deepspeed_zero_on_two_cpu_processes(command, stage, tiny_overrides, fgshapes_cache, tmp_path):
+    """The training commands under torchrun: both ranks step; the exported HF folder equals a one-process run
+    over the same global batches (global losses only, where the two are the same objective: stage2 with its
+    regional losses off, and stage1)."""
+    regional_off = ["--loss.region=false", "--loss.hard_negatives=false"] if command == "stage2" else []
+    common = (
+        [command]
+        + [o for o in tiny_overrides if "batch_size" not in o and "output_dir" not in o]
+        + [
+            *regional_off,
+            "--schedule.max_steps=2",
+            "--runtime.eval_before=false",
+            "--runtime.eval_after=false",
+            f"--runtime.zero_stage={stage}",
+        ]
+    )
     env = {"FGCLIP_CACHE": str(fgshapes_cache), "OMP_NUM_THREADS": "1"}
     runs = {}
     for nproc, batch in ((2, 4), (1, 8)):
@@ -90,6 +95,7 @@ def test_deepspeed_zero_on_two_cpu_processes(stage, tiny_overrides, fgshapes_cac
             env=env,
         )
         assert run.returncode == 0, run.stderr[-3000:]
+        assert f"stage: {1 if command == 'stage1' else 2}" in (out / "config.yaml").read_text()
         runs[nproc] = load_file(out / "checkpoint-0000002" / "model" / "model.safetensors")
     assert runs[1].keys() == runs[2].keys()
     for key in runs[1]:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 
 def _losses(run: Path) -> dict[int, float]:
     out = {}
@@ -20,12 +22,13 @@ def _losses(run: Path) -> dict[int, float]:
     return out
 
 
-def _command(overrides: list[str], out: Path) -> list[str]:
+def _command(overrides: list[str], out: Path, command: str = "stage2") -> list[str]:
     args = [o for o in overrides if not o.startswith("--runtime.output_dir")]
     return [
         sys.executable,
         "-m",
         "fgclip_train.cli",
+        command,
         *args,
         f"--runtime.output_dir={out}",
         "--schedule.max_steps=40",
@@ -42,13 +45,14 @@ def _checked(command: list[str], env: dict) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
 
 
-def test_sigkill_then_resume_reproduces_losses(tiny_overrides, fgshapes_cache, tmp_path, clean_env):
+@pytest.mark.parametrize("command", ["stage2", "stage1"])
+def test_sigkill_then_resume_reproduces_losses(command, tiny_overrides, fgshapes_cache, tmp_path, clean_env):
     env = clean_env(FGCLIP_CACHE=str(fgshapes_cache))
     full, killed = tmp_path / "full", tmp_path / "killed"
-    _checked(_command(tiny_overrides, full), env)
+    _checked(_command(tiny_overrides, full, command), env)
 
     proc = subprocess.Popen(
-        _command(tiny_overrides, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _command(tiny_overrides, killed, command), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 300
     while not (killed / "checkpoint-0000008").exists():
@@ -60,7 +64,7 @@ def test_sigkill_then_resume_reproduces_losses(tiny_overrides, fgshapes_cache, t
     assert not (killed / "checkpoint-0000040").exists(), "the run finished before the kill"
     resumed_from = max(int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*"))
 
-    _checked(_command(tiny_overrides, killed), env)
+    _checked(_command(tiny_overrides, killed, command), env)
     a, b = _losses(full), _losses(killed)
     later = [s for s in range(resumed_from + 1, 41)]
     assert later and all(s in b for s in later)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 import fgclip_model
 from fgclip_data.images import BOMB
@@ -32,10 +33,17 @@ def test_fgclip2_trains_and_its_checkpoint_loads(tiny_overrides, tmp_path):
             "--optim.lr=3e-3",
             "--runtime.save_every=4",
             "--runtime.save_total_limit=2",
+            "--runtime.eval_every=6",
         ]
     )
     losses = _losses(tmp_path / "run")
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    from fgclip_train.plots import read_metrics
+
+    _, evals = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [(e["step"], e["eval"]) for e in evals] == [(0, "before"), (6, "during"), (12, "after")]
+    with Image.open(tmp_path / "run" / "training_curves.png") as plot:  # losses and validation metrics per step
+        assert plot.size[0] > 400 and plot.size[1] > 400
     assert set(results["before"]) >= {"i2t_r1_short", "t2i_r1_long", "hard_negative_acc", "box_cls_acc"}
     kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
     assert kept == ["checkpoint-0000008", "checkpoint-0000012"]  # save_total_limit

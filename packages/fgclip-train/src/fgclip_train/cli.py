@@ -132,5 +132,8 @@ def stage2(argv: list[str] | None = None) -> int:
     return main(argv, "stage2", stage=2)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m fgclip_train.cli [stage1|stage2] ... (stage2 when not named)
+    if len(sys.argv) > 1 and sys.argv[1] in ("stage1", "stage2"):
+        command = stage1 if sys.argv[1] == "stage1" else stage2
+        sys.exit(command(sys.argv[2:]))
     sys.exit(stage2())
