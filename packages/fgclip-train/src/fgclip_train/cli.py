@@ -92,19 +92,23 @@ def main(
     if args.show_config:
         print(dump_config(config, comments=True), end="")
         return 0
+    import torch.distributed as dist
+
     from fgclip_data.report import DataError
 
     from .checkpoint import UnsafeCheckpoint
     from .loop import finish_distributed, train
     from .preflight import RunError
 
+    caller_group = dist.is_available() and dist.is_initialized()  # a group this call did not start stays up
     try:
         results = train(config)
     except (RunError, UnsafeCheckpoint, DataError, FileNotFoundError) as err:
         print(f"{prog}: {err}", file=sys.stderr)
         return 2
     finally:
-        finish_distributed()
+        if not caller_group:
+            finish_distributed()
     if results is not None and results.get("steps") is not None:
         table = format_metrics(results)
         if table:
