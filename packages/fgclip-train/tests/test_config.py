@@ -100,3 +100,17 @@ def test_init_from_a_run_folder_takes_its_newest_checkpoint(tmp_path):
     assert config.model.init == str(run / "checkpoint-0000008" / "model")
     folder = run / "checkpoint-0000004" / "model"
     assert resolve_init(load_config(overrides=[f"--model.init={folder}"])).model.init == str(folder)
+
+
+def test_a_refused_run_keeps_the_callers_process_group(tmp_path, capsys):
+    """In a process that already trained (its one-process group is up, DeepSpeed caches it), a command that
+    refuses to start must not end that group: every later in-process run would fail on the cached group."""
+    import torch.distributed as dist
+
+    from fgclip_train.cli import main
+    from fgclip_train.engine import setup_distributed
+
+    setup_distributed()  # as an earlier in-process run leaves it
+    group = dist.group.WORLD
+    assert main(["--preset", "fgclip2", f"--runtime.output_dir={tmp_path / 'x'}"]) == 2
+    assert dist.is_initialized() and dist.group.WORLD is group
