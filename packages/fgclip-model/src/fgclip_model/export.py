@@ -69,12 +69,6 @@ class ExportResult:
     max_abs_diff: dict[str, float] = field(default_factory=dict)
 
 
-def _walk_lengths(model) -> dict[str, int]:
-    from fgclip_model.auto import text_lengths
-
-    return text_lengths(model)
-
-
 def _family(model):
     from fgclip_model.auto import FAMILIES
 
@@ -142,6 +136,8 @@ def export_onnx(
         import onnx  # noqa: F401  (the exporter needs it)
     except ImportError as err:
         raise ImportError("ONNX export needs the onnx extra: pip install 'fgclip-model[onnx]'") from err
+    from fgclip_model.auto import text_lengths
+
     model = model.eval().float()
     family_name, family = _family(model)
     naflex = family.naflex
@@ -151,7 +147,7 @@ def export_onnx(
     jobs: list[tuple[str, nn.Module, dict, dict]] = []
     example, dynamic = _example_images(model, naflex, patches)
     jobs.append(("image", ImageEncoder(model, naflex), example, dynamic))
-    for walk, length in _walk_lengths(model).items():
+    for walk, length in text_lengths(model).items():
         example, dynamic = _example_text(length, pooled_last=naflex, walk=walk)
         jobs.append((f"text_{walk}", TextEncoder(model, walk), example, dynamic))
     for name, module, example, dynamic in jobs:
@@ -173,7 +169,7 @@ def export_onnx(
             result.max_abs_diff[name] = _check(module, example, file)
     manifest = {
         "family": family_name,
-        "walk_lengths": _walk_lengths(model),
+        "walk_lengths": text_lengths(model),
         "graphs": {k: vars(v) for k, v in result.graphs.items()},
         "max_abs_diff_vs_pytorch": result.max_abs_diff,
         "note": "embeds are get_image_features / get_text_features: L2-normalise them for cosine similarity",

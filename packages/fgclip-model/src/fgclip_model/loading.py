@@ -68,6 +68,13 @@ class GuardedInitMixin:
         super()._initialize_weights(module, is_custom_code=False)
 
 
+def nested_tuple(output) -> tuple:
+    """``output.to_tuple()`` with the nested tower outputs as tuples too (``forward(return_dict=False)``)."""
+    from transformers.utils import ModelOutput
+
+    return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in ModelOutput.to_tuple(output))
+
+
 class AttentionSelectionMixin:
     """transformers' attention selection (``attn_implementation=`` at load, ``set_attn_implementation``) for
     composite models whose towers are plain modules: the choice is mirrored into the tower configs, which the

@@ -30,6 +30,7 @@ from fgclip_model.loading import (
     AttentionSelectionMixin,
     GuardedInitMixin,
     StrictLoadingMixin,
+    nested_tuple,
     split_forward_keywords,
 )
 from fgclip_model.losses import contrastive_loss, hard_negative_loss, masked_contrastive_loss, normalize
@@ -256,7 +257,7 @@ class FGCLIPOutput(ModelOutput):
     vision_model_output: BaseModelOutputWithPooling | None = None
 
     def to_tuple(self) -> tuple:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in super().to_tuple())
+        return nested_tuple(self)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from fgclip_model.loading import (
     AttentionSelectionMixin,
     GuardedInitMixin,
     StrictLoadingMixin,
+    nested_tuple,
     split_forward_keywords,
 )
 from fgclip_model.losses import (
@@ -276,7 +277,7 @@ class FGCLIP2Output(ModelOutput):
     vision_model_output: BaseModelOutputWithPooling | None = None
 
     def to_tuple(self) -> tuple:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in super().to_tuple())
+        return nested_tuple(self)
 
 
 @dataclass
