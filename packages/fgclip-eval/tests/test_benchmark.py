@@ -99,3 +99,36 @@ def test_a_missing_optional_dependency_is_one_line(shapes, golden, tmp_path, gem
     assert main([*args, "--workers", "0"]) == 0  # the other FG-Shapes tasks still ran
     err = [line for line in capsys.readouterr().err.splitlines() if "fgshapes-retrieval" in line]
     assert err == ["benchmark: fgshapes-retrieval: segmentation needs mmsegmentation: pip install 'fgclip-eval[seg]'"]
+
+
+@pytest.mark.parametrize("backend", ["onnx", "bf16"])
+def test_backend_switch_gives_the_eager_results(backend, shapes, golden, tmp_path, gemma_like_tokenizer, monkeypatch):
+    """``benchmark --backend``: ONNX Runtime (float32) reproduces the eager metrics; bf16 the features to 1e-3."""
+    import torch
+    import torch.nn.functional as F
+
+    from fgclip_eval.encoders import Encoder
+    from fgclip_model.backends import BackendModel, native_bf16
+
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    elif not native_bf16("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setenv("FGCLIP_CACHE", str(tmp_path / "cache"))
+    model = _checkpoint(tmp_path, golden, "v2_s1_fixed", gemma_like_tokenizer)
+    results = {}
+    for name in ("eager", backend):
+        out = tmp_path / name
+        args = ["--model", str(model), "--data-root", str(shapes.parent), "--output", str(out), "--quiet"]
+        assert main([*args, "--backend", name, "--tasks", "fgshapes-retrieval,fgshapes-box-classification"]) == 0
+        results[name] = json.loads((out / "results.json").read_text())["results"]
+    if backend == "onnx":
+        assert results["onnx"] == results["eager"]
+    eager = Encoder.load(model, workers=0, progress=False)
+    fast = Encoder.load(model, backend=backend, workers=0, progress=False)
+    assert isinstance(fast.model, BackendModel) and fast.model.backend == backend
+    items = sorted((shapes / "images").rglob("*.jpg"))[:6] or sorted(shapes.rglob("*.jpg"))[:6]
+    texts = ["a red circle", "two blue squares on the left"]
+    for a, b in ((eager.images(items), fast.images(items)), (eager.texts(texts), fast.texts(texts))):
+        assert F.cosine_similarity(a, b).min() >= 1 - 1e-3
+        assert a.dtype == b.dtype == torch.float32

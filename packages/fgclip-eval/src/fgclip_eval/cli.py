@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dtype", choices=("float32", "bfloat16", "float16"), default=None, help="default: bfloat16 on CUDA, else fp32"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("eager", "bf16", "compile", "onnx"),
+        default="eager",
+        help="how features are computed: eager PyTorch, bf16 autocast, torch.compile (bf16 where native), ONNX "
+        "Runtime (CPU); see fgclip_model.backends",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: up to 4)")
     parser.add_argument("--paper", default=None, help="published-numbers row to compare with (default: by model name)")
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             model,
             device,
             dtype=getattr(torch, args.dtype) if args.dtype else None,
+            backend=args.backend,
             max_num_patches=args.max_num_patches,
             batch_size=args.batch_size,
             workers=default_workers() if args.workers is None else args.workers,

@@ -41,16 +41,26 @@ class Encoder:
     text_attention_mask: bool | None = None  # None: as the family's reference scripts (FG-CLIP 2: with the mask)
 
     @classmethod
-    def load(cls, path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, **kwargs) -> Encoder:
+    def load(
+        cls,
+        path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        backend: str = "eager",
+        **kwargs,
+    ) -> Encoder:
         """Load any supported checkpoint (folder, original ``.pt``, hub id); ``dtype`` defaults to bf16 on CUDA and
-        fp32 elsewhere."""
+        fp32 elsewhere; ``backend``: how features are computed (``fgclip_model.backends``)."""
+        from fgclip_model.backends import with_backend
+
         if dtype is None:
             dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
         path = fgclip_model.resolve(path)
         model, processor = fgclip_model.load(path, dtype=dtype)
         if processor.tokenizer is None:
             raise ValueError(f"{path} holds no tokenizer files: a benchmark needs one to encode its texts")
-        return cls(model.to(device), processor, fgclip_model.detect_family(path), torch.device(device), **kwargs)
+        model = with_backend(model.to(device), backend)
+        return cls(model, processor, fgclip_model.detect_family(path), torch.device(device), **kwargs)
 
     @property
     def capabilities(self) -> fgclip_model.auto.Family:
