@@ -12,7 +12,7 @@ One process, torch.utils.benchmark timers (warm-up, then repeated blocks; median
 
 Writes a Markdown table (stdout and ``--out``) and JSON next to it. The rows come from one module per kind:
 ``inference`` (features against transformers), ``training`` (the stage-2 step, activation memory, the reference's
-call structure), ``against_reference`` (a checkout of the reference code, timed by ``reference.py`` in its own
+call structure), ``against_reference`` (checkouts of the reference code, each run by ``worker.py`` in its own
 interpreter) and ``loader`` (shard throughput), over ``models`` (the towers) and ``timing`` (timers, rows).
 """
 
@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from against_reference import reference_rows
+from against_reference import parse_reference, reference_rows
 from inference import inference_rows
 from loader import loader_rows
 from timing import Row
@@ -69,21 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="comma list of parts to skip: inference,stage2,structure,loader")
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table (and .json) here")
     parser.add_argument(
-        "--reference", type=Path, default=None, help="a checkout of the reference repository (360CVGroup/FG-CLIP)"
+        "--reference",
+        action="append",
+        default=[],
+        metavar="FAMILY=CHECKOUT[,PYTHON]",
+        help="time fgclip against a reference checkout in its own interpreter, interleaved case by case "
+        "(fgclip: the FG-CLIP v1.0 branch with transformers 4.3x; fgclip2: the main branch with a SigLIP 2 era "
+        "transformers); repeat for both",
     )
     parser.add_argument(
-        "--reference-python", default=sys.executable, help="the interpreter with the reference's requirements"
-    )
-    parser.add_argument(
-        "--reference-families",
-        default="fgclip,fgclip2",
-        help="which reference models to time (v1 and FG-CLIP 2 need different transformers: one run each)",
+        "--reference-atol", type=float, default=1e-3, help="largest output difference accepted against the reference"
     )
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
-    args.reference_families = set(args.reference_families.split(","))
-    if args.reference_families - {"fgclip", "fgclip2"}:
-        parser.error(f"--reference-families: unknown {sorted(args.reference_families - {'fgclip', 'fgclip2'})}")
+    try:
+        args.reference = [parse_reference(text) for text in args.reference]
+    except ValueError as err:
+        parser.error(str(err))
     skip = set(filter(None, args.skip.split(",")))
     dtype = getattr(torch, args.dtype)
     machine = (
@@ -102,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += step_rows
     if "structure" not in skip:
         rows += structure_rows(args, args.device, dtype)
-    if args.reference is not None:
-        rows += reference_rows(args, args.device, dtype)
+    checks: dict = {}
+    if args.reference:
+        reference, checks = reference_rows(args, args.device, dtype)
+        rows += reference
     if "loader" not in skip:
         loader = loader_rows(args)
     table = markdown(rows)
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rows": [asdict(r) | {"ratio": r.ratio} for r in rows],
                     "memory": memory,
                     "loader": loader,
+                    "reference_checks": checks,
                 },
                 indent=1,
             )
