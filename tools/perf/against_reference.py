@@ -11,6 +11,7 @@ inputs, outputs, the patched copy) is deleted at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -25,7 +26,6 @@ import torch
 from models import naflex_inputs, v1_pair, v2_pair
 from timing import Row
 from training import stage2_inputs
-
 from worker import REPLY
 
 # (file in the checkout, text, replacement, why): what the reference needs to run on a CPU in float32
@@ -185,7 +185,8 @@ class Worker:
         command += [str(checkout)] if checkout else []
         self.side, self.command = side, command
         self.log = open(work / f"worker-{side}-{family}.log", "w+")  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": self.log}
+        self.process = subprocess.Popen(command, text=True, **pipes)
         self.receive()  # ready: the model is loaded
 
     def receive(self) -> dict:
@@ -202,10 +203,8 @@ class Worker:
 
     def close(self) -> None:
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(RuntimeError, BrokenPipeError):
                 self.ask(op="quit")
-            except (RuntimeError, BrokenPipeError):
-                pass
             self.process.wait(timeout=60)
         self.log.close()
 
@@ -250,6 +249,26 @@ def _stats(ms: list[float]) -> tuple[float, float]:
     return t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item()
 
 
+def time_case(case: dict, ours: Worker, theirs: Worker, work: Path, args) -> tuple[Row, dict]:
+    """One case: both sides run it once and must agree, then are timed interleaved."""
+    start = {}
+    for worker in (ours, theirs):
+        t = time.perf_counter()
+        worker.ask(op="run", case=case["name"])
+        start[worker.side] = time.perf_counter() - t
+    agreement = compare(work, case["name"])
+    if agreement["max_abs_diff"] > args.reference_atol:
+        raise RuntimeError(f"{case['name']}: fgclip and the reference disagree: {agreement}")
+    if case["grad"]:
+        calls, rounds = 1, 2 * args.step_repeats
+    else:
+        rounds = 6
+        calls = max(1, round(args.min_run_time / rounds / max(min(start.values()), 1e-3)))
+    times = timed_pair(ours, theirs, case["name"], calls, rounds)
+    mine, peer = _stats(times["ours"]), _stats(times["reference"])
+    return Row(case["what"], case["shape"], *mine, f"reference code ({theirs.name})", peer[0]), agreement
+
+
 def reference_rows(args, device, dtype) -> tuple[list[Row], dict]:
     """fgclip against the reference checkouts of ``--reference`` on the same weights and inputs; returns the rows
     and what was checked (patches applied, output agreement per case)."""
@@ -281,29 +300,15 @@ def reference_rows(args, device, dtype) -> tuple[list[Row], dict]:
             family_cases = [c for c in cases if c["family"] == reference.family]
             ours = Worker("ours", sys.executable, work, reference.family)
             theirs = Worker("reference", reference.python, work, reference.family, copy)
+            theirs.name = reference.checkout.name
             try:
                 progress = tqdm(family_cases, desc=f"against the reference ({NAMES[reference.family]})", unit="case")
                 for c in progress:
                     progress.set_postfix_str(c["name"])
-                    start = {}
-                    for worker in (ours, theirs):
-                        t = time.perf_counter()
-                        worker.ask(op="run", case=c["name"])
-                        start[worker.side] = time.perf_counter() - t
-                    agreement = checks["agreement"][c["name"]] = compare(work, c["name"])
-                    if agreement["max_abs_diff"] > args.reference_atol:
-                        raise RuntimeError(f"{c['name']}: fgclip and the reference disagree: {agreement}")
-                    if c["grad"]:
-                        calls, rounds = 1, 2 * args.step_repeats
-                    else:
-                        per_call = max(min(start.values()), 1e-3)
-                        rounds = 6
-                        calls = max(1, round(args.min_run_time / rounds / per_call))
-                    times = timed_pair(ours, theirs, c["name"], calls, rounds)
-                    mine, peer = _stats(times["ours"]), _stats(times["reference"])
-                    rows.append(Row(c["what"], c["shape"], *mine, f"reference code ({reference.checkout.name})", peer[0]))
-                    progress.write(f"{c['name']}: fgclip {mine[0]:.1f} ms, reference {peer[0]:.1f} ms "
-                                   f"({peer[0] / mine[0]:.2f}x; outputs {agreement})")  # fmt: skip
+                    row, checks["agreement"][c["name"]] = time_case(c, ours, theirs, work, args)
+                    rows.append(row)
+                    progress.write(f"{c['name']}: fgclip {row.ours_ms:.1f} ms, reference {row.peer_ms:.1f} ms "
+                                   f"({row.ratio:.2f}x; outputs {checks['agreement'][c['name']]})")  # fmt: skip
             finally:
                 ours.close()
                 theirs.close()
