@@ -68,3 +68,41 @@ def roi_rows(rows: list[Row], model, pixels, batch: int, args) -> None:
         rows.append(
             Row("FG-CLIP v1 region features", f"1 image, {n} boxes", *o, "one encode per box (ref. eval)", p[0])
         )
+
+
+def backend_rows(args, device, dtype) -> list[Row]:
+    """Image and text embeddings through each backend of ``fgclip_model.backends`` against transformers' eager
+    model of the same configuration and weights, with the embeddings' agreement (min cosine to transformers')."""
+    import torch.nn.functional as F
+
+    from fgclip_model.backends import BACKENDS, with_backend
+
+    rows: list[Row] = []
+    for family, pair in (("FG-CLIP v1", v1_pair), ("FG-CLIP 2", v2_pair)):
+        ours, peer = pair(args.tiny, device, dtype)
+        peer_name = "transformers CLIPModel" if family == "FG-CLIP v1" else "transformers Siglip2Model"
+        models = {name: with_backend(ours, name) for name in BACKENDS if name in args.backends}
+        for batch in args.batches:
+            if family == "FG-CLIP v1":
+                image = {"pixel_values": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)}
+                ids = torch.randint(0, 49000, (batch, 77), device=device)
+                ids[:, -1] = 49407
+                text, length = {"input_ids": ids}, 77
+            else:
+                pixels, mask, shapes = naflex_inputs(batch, 256, 16, device, dtype)
+                image = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
+                text, length = {"input_ids": torch.randint(2, 31000, (batch, 64), device=device)}, 64
+            for kind, inputs, shape in (("image", image, f"B={batch}"), ("text", text, f"B={batch} L={length}")):
+                method = f"get_{kind}_features"
+                call_peer = lambda inputs=inputs, method=method, peer=peer: getattr(peer, method)(**inputs)  # noqa: E731
+                with torch.inference_mode():
+                    want = getattr(call_peer(), "pooler_output", call_peer())
+                p = measure(call_peer, args.min_run_time)
+                for name, model in models.items():
+                    call = lambda inputs=inputs, method=method, model=model: getattr(model, method)(**inputs)  # noqa: E731
+                    with torch.inference_mode():
+                        got = call()
+                    cosine = F.cosine_similarity(got.float(), want.float(), dim=-1).min().item()
+                    o = measure(call, args.min_run_time)
+                    rows.append(Row(f"{family} {kind} embeddings [{name}]", shape, *o, peer_name, p[0], cosine=cosine))
+    return rows

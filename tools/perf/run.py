@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from against_reference import parse_reference, reference_rows
-from inference import inference_rows
+from inference import backend_rows, inference_rows
 from loader import loader_rows
 from timing import Row
 from training import stage2_rows, structure_rows
@@ -43,15 +43,15 @@ from training import stage2_rows, structure_rows
 
 def markdown(rows: list[Row]) -> str:
     lines = [
-        "| path | shape | fgclip median (ms) | IQR | compared with | its median (ms) | speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| path | shape | fgclip median (ms) | IQR | compared with | its median (ms) | speed-up | min cosine |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         peer = f"{r.peer_ms:.1f}" if r.peer_ms is not None else "—"
         ratio = f"{r.ratio:.2f}×" if r.ratio is not None else "—"
         lines.append(
             f"| {r.what} | {r.shape} | {r.ours_ms:.1f} | {r.ours_iqr_ms:.1f} | {r.peer or r.note or '—'} "
-            f"| {peer} | {ratio} |"
+            f"| {peer} | {ratio} | {'—' if r.cosine is None else f'{r.cosine:.6f}'} |"
         )
     return "\n".join(lines)
 
@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-batch", type=int, default=4, help="stage-2 step batch")
     parser.add_argument("--step-repeats", type=int, default=3)
     parser.add_argument("--loader-samples", type=int, default=600)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: inference,stage2,structure,loader")
+    parser.add_argument(
+        "--skip", default="", help="comma list of parts to skip: inference,backends,stage2,structure,loader"
+    )
+    parser.add_argument(
+        "--backends", default="eager,bf16,compile,onnx", help="fgclip_model backends timed by the backends part"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table (and .json) here")
     parser.add_argument(
         "--reference",
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.backends = args.backends.split(",")
     try:
         args.reference = [parse_reference(text) for text in args.reference]
     except ValueError as err:
@@ -99,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     loader: list[dict] = []
     if "inference" not in skip:
         rows += inference_rows(args, args.device, dtype)
+    if "backends" not in skip:
+        rows += backend_rows(args, args.device, dtype)
     if "stage2" not in skip:
         step_rows, memory = stage2_rows(args, args.device, dtype)
         rows += step_rows

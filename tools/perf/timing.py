@@ -18,6 +18,7 @@ class Row:
     peer: str = ""
     peer_ms: float | None = None
     note: str = ""
+    cosine: float | None = None  # min cosine of the outputs to the peer's, where checked
 
     @property
     def ratio(self) -> float | None:
