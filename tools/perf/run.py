@@ -72,6 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backends", default="eager,bf16,compile,onnx", help="fgclip_model backends timed by the backends part"
     )
+    parser.add_argument(
+        "--mainjob",
+        action="store_true",
+        help="profile the main job's step (stage2's default FG-Shapes run; generates FG-Shapes on first use)",
+    )
+    parser.add_argument(
+        "--mainjob-override", action="append", default=[], help="stage2 overrides for --mainjob (key=value)"
+    )
+    parser.add_argument(
+        "--throughput",
+        type=int,
+        default=0,
+        metavar="N",
+        help="benchmark image throughput on N COCO-sized JPEGs per backend and decoding-worker count",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table (and .json) here")
     parser.add_argument(
         "--reference",
@@ -119,6 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     if "loader" not in skip:
         loader = loader_rows(args)
     table = markdown(rows)
+    profile: dict = {}
+    throughput: list[dict] = []
+    if args.throughput:
+        from throughput import markdown as throughput_markdown
+        from throughput import throughput_rows
+
+        throughput = throughput_rows(args.throughput, args.backends, args.tiny)
+        table += "\n\nbenchmark image throughput (FG-CLIP 2, COCO-sized JPEGs):\n\n" + throughput_markdown(throughput)
+    if args.mainjob:
+        from mainjob import mainjob_profile
+        from mainjob import markdown as mainjob_markdown
+
+        profile = mainjob_profile(overrides=args.mainjob_override)
+        table += "\n\n" + mainjob_markdown(profile)
     extra = "\n".join(
         [f"\nactivation memory of one stage-2 step: {json.dumps(memory)}" if memory else ""]
         + [f"loader: {json.dumps(x)}" for x in loader]
@@ -135,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                     "memory": memory,
                     "loader": loader,
                     "reference_checks": checks,
+                    "mainjob": profile,
+                    "throughput": throughput,
                 },
                 indent=1,
             )

@@ -132,3 +132,41 @@ def test_backend_switch_gives_the_eager_results(backend, shapes, golden, tmp_pat
     for a, b in ((eager.images(items), fast.images(items)), (eager.texts(texts), fast.texts(texts))):
         assert F.cosine_similarity(a, b).min() >= 1 - 1e-3
         assert a.dtype == b.dtype == torch.float32
+
+
+def test_encoder_sorts_texts_caches_repeated_lists_and_counts_its_time(shapes, golden, tmp_path, clip_tokenizer):
+    """Texts encoded shortest first come back in the caller's order with each text's own features; a list seen
+    before (class prompts shared by tasks) is served from the cache; images/s and the decode-wait share are
+    recorded and written to results.json."""
+    import torch
+
+    from fgclip_eval.encoders import Encoder
+
+    model = _checkpoint(tmp_path, golden, "v1_s0", clip_tokenizer)
+    encoder = Encoder.load(model, workers=0, progress=False, text_batch_size=3)
+    texts = ["a very long caption about a small red circle at the top left of the picture", "a dog",
+             "two blue squares", "x", "a green triangle on the right and a yellow star below it"]  # fmt: skip
+    together = encoder.texts(texts)
+    alone = torch.cat([encoder.texts([t]) for t in texts])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    assert encoder.stats.texts == 2 * len(texts) and encoder.stats.cached_texts == 0
+
+    def no_encoding(*_, **__):
+        raise AssertionError("encoded again")
+
+    encoder._text_features = no_encoding
+    assert torch.equal(encoder.texts(texts), together)  # the cache
+    assert encoder.stats.cached_texts == len(texts)
+    with pytest.raises(AssertionError, match="encoded again"):
+        encoder.texts(texts, walk="long")  # another walk is another entry
+
+    encoder = Encoder.load(model, workers=0, progress=False, batch_size=4)
+    items = sorted(shapes.rglob("*.jpg"))[:10]
+    encoder.images(items)
+    stats = encoder.stats.summary()
+    assert stats["images"] == 10 and stats["images_per_second"] > 0 and 0 < stats["decode_wait_share"] < 1
+
+    out = tmp_path / "out"
+    assert main(["--model", str(model), "--data-root", str(shapes.parent), "--output", str(out), "--quiet"]) == 0
+    throughput = json.loads((out / "results.json").read_text())["throughput"]
+    assert throughput["images"] > 0 and throughput["cached_texts"] >= 0

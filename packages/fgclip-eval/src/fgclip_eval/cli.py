@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from .encoders import Encoder
     from .images import UnreadableImage, default_workers
     from .paper import PAPER, paper_key
-    from .report import markdown, write
+    from .report import markdown, throughput_line, write
 
     device = init_from_env(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
@@ -134,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmark: {task.name}: {err}", file=sys.stderr)
             results[task.name] = {"skipped": f"missing dependency: {err}"}
     if is_main():
-        files = write(results, args.output, str(model), paper)
+        throughput = encoder.stats.summary()
+        files = write(results, args.output, str(model), paper, throughput)
         print(markdown(results, paper))
+        print(f"throughput: {throughput_line(throughput)}")
         print(f"written: {', '.join(str(p) for p in files.values())}")
     _finish_distributed()
     return 1 if all("skipped" in r for r in results.values()) else 0

@@ -11,6 +11,7 @@ rank holds the same feature matrices as a single process would.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +24,28 @@ import fgclip_model
 from .distributed import gather_rows, shard
 from .images import ImageItem, View, batches, default_workers, open_rgb
 from .protocols import Protocol, protocol_of, sigmoid_scores
+
+
+@dataclass
+class EncoderStats:
+    """Where an encoder's time went: images (wall time of the image passes, of which waiting for decoded
+    batches) and texts (encoded, and served from the cache)."""
+
+    images: int = 0
+    image_seconds: float = 0.0
+    decode_wait_seconds: float = 0.0
+    texts: int = 0
+    text_seconds: float = 0.0
+    cached_texts: int = 0
+
+    def summary(self) -> dict:
+        out = {"images": self.images, "texts": self.texts, "cached_texts": self.cached_texts}
+        if self.images:
+            out["images_per_second"] = round(self.images / self.image_seconds, 2)
+            out["decode_wait_share"] = round(self.decode_wait_seconds / self.image_seconds, 4)
+        if self.texts:
+            out["texts_per_second"] = round(self.texts / self.text_seconds, 1)
+        return out
 
 
 @dataclass
@@ -39,6 +62,8 @@ class Encoder:
     workers: int = field(default_factory=default_workers)
     progress: bool = True
     text_attention_mask: bool | None = None  # None: as the family's reference scripts (FG-CLIP 2: with the mask)
+    stats: EncoderStats = field(default_factory=lambda: EncoderStats(), init=False)
+    _text_cache: dict = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def load(
@@ -118,9 +143,21 @@ class Encoder:
         return out
 
     def _image_batches(self, items: list, desc: str):
+        """Prepared batches of ``items``; the time spent waiting for them (decoding not hidden behind encoding)
+        and the time the caller spends encoding each are added to :attr:`stats`."""
         desc = f"{desc} ({len(items)})" if self.progress else None
-        for inputs, sizes in batches(items, self.batch_size, self._prepare, self.workers, desc):
+        loader = iter(batches(items, self.batch_size, self._prepare, self.workers, desc))
+        while True:
+            start = time.perf_counter()
+            try:
+                inputs, sizes = next(loader)
+            except StopIteration:
+                return
+            ready = time.perf_counter()
+            self.stats.decode_wait_seconds += ready - start
             yield self._to_device(inputs), sizes
+            self.stats.images += len(sizes)
+            self.stats.image_seconds += time.perf_counter() - start
 
     @staticmethod
     def _tensor(out) -> torch.Tensor:
@@ -140,16 +177,33 @@ class Encoder:
 
     @torch.no_grad()
     def texts(self, texts: list[str], walk: str = "short", lowercase: bool = True) -> torch.Tensor:
-        """[N, D] normalised text features; ``walk`` picks the family's text path (``short``, ``box``, ``long``)."""
+        """[N, D] normalised text features; ``walk`` picks the family's text path (``short``, ``box``, ``long``).
+
+        Texts are encoded shortest first (families that pad to the longest text of a batch then pad little) and
+        returned in the given order; a list encoded before with the same walk (class prompts shared by several
+        tasks) comes from the encoder's cache."""
+        key = (walk, lowercase, tuple(texts))
+        if key in self._text_cache:
+            self.stats.cached_texts += len(texts)
+            return self._text_cache[key]
+        start = time.perf_counter()
         part = shard(len(texts))
         local = [texts[i] for i in part]
-        starts = range(0, len(local), self.text_batch_size)
+        order = sorted(range(len(local)), key=lambda i: len(local[i]))
+        ordered = [local[i] for i in order]
+        starts = range(0, len(ordered), self.text_batch_size)
         if self.progress and len(starts) > 1:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"texts ({len(local)})", leave=False, unit="batch")
-        out = [self._text_features(local[s : s + self.text_batch_size], walk, lowercase) for s in starts]
-        return gather_rows(torch.cat(out) if out else torch.zeros(0, self.embed_dim))
+        out = [self._text_features(ordered[s : s + self.text_batch_size], walk, lowercase) for s in starts]
+        features = torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+        features = features[torch.argsort(torch.tensor(order, dtype=torch.long))] if order else features
+        result = gather_rows(features)
+        self._text_cache[key] = result
+        self.stats.texts += len(texts)
+        self.stats.text_seconds += time.perf_counter() - start
+        return result
 
     def _text_features(self, texts: list[str], walk: str, lowercase: bool = True) -> torch.Tensor:
         tokens = self.processor(text=texts, walk_type=walk, lowercase=lowercase)

@@ -60,11 +60,34 @@ def chart(results: dict[str, dict], path: Path, title: str, paper: dict[str, dic
 
 
 def write(
-    results: dict[str, dict], out_dir: Path, model: str, paper: dict[str, dict[str, float]] | None = None
+    results: dict[str, dict],
+    out_dir: Path,
+    model: str,
+    paper: dict[str, dict[str, float]] | None = None,
+    throughput: dict | None = None,
 ) -> dict[str, Path]:
+    """results.json (with the encoder's ``throughput`` when given), results.md and the results.png chart."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "chart": out_dir / "results.png"}
-    files["json"].write_text(json.dumps({"model": model, "results": results, "paper": paper or {}}, indent=2))
+    record = {"model": model, "results": results, "paper": paper or {}}
+    if throughput:
+        record["throughput"] = throughput
+    files["json"].write_text(json.dumps(record, indent=2))
     files["markdown"].write_text(f"# Benchmark of {model}\n\n{markdown(results, paper)}\n")
     chart(results, files["chart"], f"benchmark: {Path(model).name}", paper)
     return files
+
+
+def throughput_line(stats: dict) -> str:
+    """One line of an encoder's throughput (``EncoderStats.summary()``)."""
+    parts = []
+    if stats.get("images"):
+        parts.append(
+            f"{stats['images']} images at {stats['images_per_second']:.1f}/s "
+            f"({100 * stats['decode_wait_share']:.0f}% of it waiting for decoded batches)"
+        )
+    if stats.get("texts"):
+        parts.append(f"{stats['texts']} texts at {stats['texts_per_second']:.0f}/s")
+    if stats.get("cached_texts"):
+        parts.append(f"{stats['cached_texts']} texts from the cache")
+    return "; ".join(parts) or "nothing encoded"

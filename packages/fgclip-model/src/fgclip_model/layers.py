@@ -28,6 +28,16 @@ def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
+def encode_unique(encode: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+    """``encode(ids)`` computed once per distinct row of ``ids`` [N, L] (a stage-2 batch repeats many texts:
+    a flagged box's positive is also its box caption, and the same negatives recur across boxes and images);
+    rows of the result are the distinct rows' features, so gradients of repeated rows add up as they would."""
+    unique, inverse = torch.unique(ids, dim=0, return_inverse=True)
+    if unique.shape[0] == ids.shape[0]:
+        return encode(ids)
+    return encode(unique)[inverse]
+
+
 def eager_attention(
     module: nn.Module,
     query: torch.Tensor,

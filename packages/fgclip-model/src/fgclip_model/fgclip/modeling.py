@@ -25,7 +25,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import gather_with_grad
-from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings
+from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings, encode_unique
 from fgclip_model.loading import (
     AttentionSelectionMixin,
     GuardedInitMixin,
@@ -584,7 +584,7 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         length = max(p.shape[-1] for p in pieces)
         pad = self.config.text_config.pad_token_id
         ids = torch.cat([F.pad(p, (0, length - p.shape[-1]), value=pad) for p in pieces])
-        return self.text_model(ids, walk_type="short")[1]
+        return encode_unique(lambda unique: self.text_model(unique, walk_type="short")[1], ids)
 
     def _roi_embeds(self, feature_map: torch.Tensor, boxes: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
         """Normalised RoI features of every box slot: boxes [B, S, 4] normalised xyxy -> [B*S, P]."""

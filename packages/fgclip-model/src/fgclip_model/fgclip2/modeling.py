@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import all_reduce_mean, gather_with_grad
-from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings
+from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings, encode_unique
 from fgclip_model.loading import (
     AttentionSelectionMixin,
     GuardedInitMixin,
@@ -690,7 +690,7 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         lengths = {p.shape[-1] for p in pieces}
         if len(lengths) != 1:
             raise ValueError(f"short, box and hard texts must share one padded length, got {sorted(lengths)}")
-        return self.text_model(torch.cat(pieces), walk_type="short")
+        return encode_unique(lambda unique: self.text_model(unique, walk_type="short"), torch.cat(pieces))
 
     @staticmethod
     def _feature_maps(dense: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:

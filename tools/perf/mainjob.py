@@ -1,0 +1,115 @@
+"""The main job's step, profiled: ``stage2`` with no arguments (the FG-Shapes preset), phase by phase.
+
+For a few batches of the real run (the preset's data, collator, model and loss settings) it measures the
+collation (image decode and processing, tokenisation), the forward + backward and the optimiser step, how many
+short-walk texts a batch holds and how many are distinct, and the top operators of one step under
+``torch.profiler``. ``before`` encodes every text row, as the reference does; ``after`` is fgclip's step (each
+distinct text encoded once per batch).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def every_row_encoded():
+    """The reference's text path: every short-walk row through the tower, repeats included."""
+    import fgclip_model.fgclip.modeling as v1
+    import fgclip_model.fgclip2.modeling as v2
+
+    saved = v1.encode_unique, v2.encode_unique
+    v1.encode_unique = v2.encode_unique = lambda encode, ids: encode(ids)
+    try:
+        yield
+    finally:
+        v1.encode_unique, v2.encode_unique = saved
+
+
+def _median_ms(times: list[float]) -> float:
+    return float(torch.tensor(times).median()) * 1e3
+
+
+def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
+    from fgclip_train.config import load_config
+    from fgclip_train.data import build_data, load_tokenizer, read_sources, training_records
+    from fgclip_train.families import get_family
+
+    config = load_config(overrides=overrides or [])
+    sources, records, val = read_sources(config)
+    family = get_family(config.model.family)
+    tokenizer = load_tokenizer(config, training_records(sources, records), family.tokenizer_layout)
+    torch.manual_seed(0)
+    model = family.build_model(config, tokenizer).train()
+    data = build_data(config, family, sources, records, val, tokenizer, model.config, 0, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr)
+    loss_kwargs = family.loss_kwargs(config)
+
+    batches, collate = [], []
+    iterator = data.batches.epoch(0, 0)
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        batch = next(iterator)
+        collate.append(time.perf_counter() - start)
+        batch.pop("skipped", None)
+        batches.append({k: v for k, v in batch.items() if k not in ("is_cn", "empty")})
+    pieces = [batches[0][k].reshape(-1, batches[0][k].shape[-1]) for k in ("text_short", "box_texts", "hard_texts")]
+    rows = torch.cat(pieces)
+    texts = {"rows": rows.shape[0], "distinct": torch.unique(rows, dim=0).shape[0]}
+
+    def step(batch) -> tuple[float, float]:
+        start = time.perf_counter()
+        out = model(**batch, **loss_kwargs)
+        out.loss.backward()
+        middle = time.perf_counter()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return middle - start, time.perf_counter() - middle
+
+    result = {"config": config.preset, "batch_size": config.schedule.batch_size, "texts_per_batch": texts}
+    for label, context in (("before", every_row_encoded), ("after", _nothing)):
+        with context():
+            step(batches[0])  # warm-up
+            times = [step(b) for b in batches[1:]]
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step(batches[1])
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
+        result[label] = {
+            "collate_ms": _median_ms(collate[1:]),
+            "forward_backward_ms": _median_ms([t[0] for t in times]),
+            "optimizer_ms": _median_ms([t[1] for t in times]),
+            "top_ops": {e.key: round(100 * e.self_cpu_time_total / total, 1) for e in top},
+        }
+    return result
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def markdown(result: dict) -> str:
+    before, after = result["before"], result["after"]
+    texts = result["texts_per_batch"]
+    lines = [
+        f"main job ({result['config']}, batch {result['batch_size']}): {texts['rows']} short-walk text rows per "
+        f"batch, {texts['distinct']} distinct",
+        "",
+        "| phase | before (ms) | after (ms) |",
+        "|---|---|---|",
+    ]
+    for key, name in (("collate_ms", "collate (decode, patches, tokenise)"), ("forward_backward_ms", "forward + "
+                      "backward"), ("optimizer_ms", "optimiser step")):  # fmt: skip
+        lines.append(f"| {name} | {before[key]:.0f} | {after[key]:.0f} |")
+    step_before = before["collate_ms"] + before["forward_backward_ms"] + before["optimizer_ms"]
+    step_after = after["collate_ms"] + after["forward_backward_ms"] + after["optimizer_ms"]
+    lines.append(f"| **step** | **{step_before:.0f}** | **{step_after:.0f}** ({step_before / step_after:.2f}×) |")
+    for label, part in (("before", before), ("after", after)):
+        lines.append(f"\ntop operators {label} (% of self CPU time): {part['top_ops']}")
+    return "\n".join(lines)
