@@ -235,11 +235,14 @@ def compare(work: Path, name: str) -> dict:
     return agree
 
 
-def timed_pair(a: Worker, b: Worker, name: str, calls: int, rounds: int) -> dict[str, list[float]]:
-    """``rounds`` blocks of ``calls`` timed calls per side, alternating which side goes first."""
+def timed_pair(a: Worker, b: Worker, name: str, calls: int, rounds: int, settle: float) -> dict[str, list[float]]:
+    """``rounds`` blocks of ``calls`` timed calls per side, alternating which side goes first, with ``settle``
+    seconds of quiet before each block (OpenMP threads of the side that just ran spin for a while after their
+    last parallel region, which would take cores from the side starting next)."""
     times: dict[str, list[float]] = {a.side: [], b.side: []}
     for r in range(rounds):
         for worker in (a, b) if r % 2 == 0 else (b, a):
+            time.sleep(settle)
             times[worker.side] += worker.ask(op="time", case=name, calls=calls)["ms"]
     return times
 
@@ -264,7 +267,7 @@ def time_case(case: dict, ours: Worker, theirs: Worker, work: Path, args) -> tup
     else:
         rounds = 6
         calls = max(1, round(args.min_run_time / rounds / max(min(start.values()), 1e-3)))
-    times = timed_pair(ours, theirs, case["name"], calls, rounds)
+    times = timed_pair(ours, theirs, case["name"], calls, rounds, args.settle)
     mine, peer = _stats(times["ours"]), _stats(times["reference"])
     return Row(case["what"], case["shape"], *mine, f"reference code ({theirs.name})", peer[0]), agreement
 

@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         "transformers); repeat for both",
     )
     parser.add_argument(
+        "--settle", type=float, default=0.3, help="seconds of quiet before each timed block against the reference"
+    )
+    parser.add_argument(
         "--reference-atol", type=float, default=1e-3, help="largest output difference accepted against the reference"
     )
     args = parser.parse_args(argv)
