@@ -73,6 +73,9 @@ def roi_rows(rows: list[Row], model, pixels, batch: int, args) -> None:
 def backend_rows(args, device, dtype) -> list[Row]:
     """Image and text embeddings through each backend of ``fgclip_model.backends`` against transformers' eager
     model of the same configuration and weights, with the embeddings' agreement (min cosine to transformers')."""
+    import shutil
+    import tempfile
+
     import torch.nn.functional as F
 
     from fgclip_model.backends import BACKENDS, with_backend
@@ -81,7 +84,12 @@ def backend_rows(args, device, dtype) -> list[Row]:
     for family, pair in (("FG-CLIP v1", v1_pair), ("FG-CLIP 2", v2_pair)):
         ours, peer = pair(args.tiny, device, dtype)
         peer_name = "transformers CLIPModel" if family == "FG-CLIP v1" else "transformers Siglip2Model"
-        models = {name: with_backend(ours, name) for name in BACKENDS if name in args.backends}
+        onnx_dir = tempfile.mkdtemp(prefix="fgclip-perf-onnx-")  # not the user's cache: deleted below
+        models = {
+            name: with_backend(ours, name, **({"export_dir": onnx_dir} if name == "onnx" else {}))
+            for name in BACKENDS
+            if name in args.backends
+        }
         for batch in args.batches:
             if family == "FG-CLIP v1":
                 image = {"pixel_values": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)}
@@ -105,4 +113,6 @@ def backend_rows(args, device, dtype) -> list[Row]:
                     cosine = F.cosine_similarity(got.float(), want.float(), dim=-1).min().item()
                     o = measure(call, args.min_run_time)
                     rows.append(Row(f"{family} {kind} embeddings [{name}]", shape, *o, peer_name, p[0], cosine=cosine))
+        del models
+        shutil.rmtree(onnx_dir, ignore_errors=True)
     return rows

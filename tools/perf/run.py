@@ -98,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         "transformers); repeat for both",
     )
     parser.add_argument(
+        "--ours-backend",
+        default="eager",
+        choices=("eager", "bf16", "compile", "onnx"),
+        help="fgclip's feature backend in the --reference comparison (non-eager: the step cases are left out)",
+    )
+    parser.add_argument(
         "--settle", type=float, default=0.3, help="seconds of quiet before each timed block against the reference"
     )
     parser.add_argument(

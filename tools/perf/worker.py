@@ -93,6 +93,12 @@ def main(side: str, work: str, family: str, checkout: str | None = None) -> int:
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(spec["ports"][side])
         torch.distributed.init_process_group("gloo", rank=0, world_size=1)
     model = load(side, family, work_dir / family, checkout)
+    if side == "ours" and spec.get("ours_backend", "eager") != "eager":  # features through a fast backend
+        from fgclip_model.backends import with_backend
+
+        backend = spec["ours_backend"]
+        options = {"export_dir": work_dir / "onnx"} if backend == "onnx" else {}
+        model = with_backend(model, backend, **options)
     cases = {c["name"]: c for c in spec["cases"] if c["family"] == family}
     calls = {}
     for name, case in cases.items():

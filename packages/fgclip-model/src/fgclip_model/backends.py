@@ -201,13 +201,14 @@ _BACKEND_CLASSES: dict[str, type[BackendModel]] = {
 }
 
 
-def with_backend(model: nn.Module, backend: str = "eager") -> nn.Module:
+def with_backend(model: nn.Module, backend: str = "eager", **options) -> nn.Module:
     """``model`` with its feature methods computed by ``backend`` (one of :data:`BACKENDS`); ``eager`` returns
-    the model itself. Move the model to its device first."""
+    the model itself. Move the model to its device first. ``options``: the backend's own (``onnx``:
+    ``export_dir``, where the graphs are exported or found instead of the cache)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     if backend == "eager":
         return model
     if backend == "onnx" and _device(model).type != "cpu":
         raise ValueError("backend='onnx' runs ONNX Runtime's CPU provider: load the model on the CPU")
-    return _BACKEND_CLASSES[backend](model.eval(), backend)
+    return _BACKEND_CLASSES[backend](model.eval(), backend, **options)
