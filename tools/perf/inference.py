@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from models import naflex_inputs, v1_pair, v2_pair
-from timing import Row, measure
+from timing import Row, measure, measure_interleaved
 
 
 def inference_rows(args, device, dtype) -> list[Row]:
@@ -102,17 +102,18 @@ def backend_rows(args, device, dtype) -> list[Row]:
                 text, length = {"input_ids": torch.randint(2, 31000, (batch, 64), device=device)}, 64
             for kind, inputs, shape in (("image", image, f"B={batch}"), ("text", text, f"B={batch} L={length}")):
                 method = f"get_{kind}_features"
-                call_peer = lambda inputs=inputs, method=method, peer=peer: getattr(peer, method)(**inputs)  # noqa: E731
-                with torch.inference_mode():
-                    want = getattr(call_peer(), "pooler_output", call_peer())
-                p = measure(call_peer, args.min_run_time)
+                fns = {"peer": lambda inputs=inputs, method=method, peer=peer: getattr(peer, method)(**inputs)}
                 for name, model in models.items():
-                    call = lambda inputs=inputs, method=method, model=model: getattr(model, method)(**inputs)  # noqa: E731
-                    with torch.inference_mode():
-                        got = call()
-                    cosine = F.cosine_similarity(got.float(), want.float(), dim=-1).min().item()
-                    o = measure(call, args.min_run_time)
-                    rows.append(Row(f"{family} {kind} embeddings [{name}]", shape, *o, peer_name, p[0], cosine=cosine))
+                    fns[name] = lambda inputs=inputs, method=method, model=model: getattr(model, method)(**inputs)
+                with torch.inference_mode():
+                    outputs = {name: getattr(fn(), "pooler_output", None) for name, fn in fns.items()}
+                    outputs = {name: out if out is not None else fns[name]() for name, out in outputs.items()}
+                timed = measure_interleaved(fns, args.min_run_time * len(fns))
+                for name in models:
+                    cosine = F.cosine_similarity(outputs[name].float(), outputs["peer"].float(), dim=-1).min().item()
+                    row = Row(f"{family} {kind} embeddings [{name}]", shape, *timed[name], peer_name, timed["peer"][0])
+                    row.cosine = cosine
+                    rows.append(row)
         del models
         shutil.rmtree(onnx_dir, ignore_errors=True)
     return rows

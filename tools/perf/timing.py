@@ -70,3 +70,29 @@ def case_value(value, tensors: dict, device):
     if isinstance(value, list):
         return [case_value(v, tensors, device) for v in value]
     return value
+
+
+def measure_interleaved(fns: dict, min_run_time: float, rounds: int = 5) -> dict[str, tuple[float, float]]:
+    """(median, IQR) in ms per callable of ``fns``, timed in ``rounds`` rounds of one block each, the order
+    rotating every round, so that a shared machine's drift falls on all of them alike."""
+    names = list(fns)
+    per_call = {}
+    with torch.inference_mode():
+        for name in names:  # warm-up, and the calls per block
+            fns[name]()
+            start = time.perf_counter()
+            fns[name]()
+            per_call[name] = max(time.perf_counter() - start, 1e-4)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                calls = max(1, round(min_run_time / rounds / per_call[name]))
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    fns[name]()
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    out = {}
+    for name, values in times.items():
+        t = torch.tensor(values)
+        out[name] = (t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item())
+    return out
