@@ -150,3 +150,35 @@ def test_a_failing_reference_run_is_reported(tmp_path):
     assert done.returncode != 0 and "the reference worker stopped" in done.stderr and "No module named" in done.stderr
     typo = _perf("--skip=inference,stage2,structure,loader", "--reference=fgclip3=/x")
     assert typo.returncode == 2 and "FAMILY=CHECKOUT" in typo.stderr
+
+
+def test_mainjob_profile_and_benchmark_throughput(tmp_path):
+    """--mainjob profiles the default stage2 step phase by phase, before (every text row encoded) and after
+    (each distinct text once); --throughput times the benchmark's image pass on COCO-sized JPEGs."""
+    out = tmp_path / "perf.md"
+    command = [
+        sys.executable,
+        str(ROOT / "tools" / "perf" / "run.py"),
+        "--tiny",
+        "--min-run-time=0.01",
+        "--skip=inference,backends,stage2,structure,loader",
+        "--backends=eager",
+        "--mainjob",
+        "--mainjob-override=data.fgshapes_n=120",
+        "--mainjob-override=schedule.batch_size=8",
+        "--throughput=4",
+        f"--out={out}",
+    ]
+    env = {**os.environ, "FGCLIP_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    profile = result["mainjob"]
+    texts = profile["texts_per_batch"]
+    assert 0 < texts["distinct"] < texts["rows"]  # FG-Shapes batches repeat texts
+    for part in ("before", "after"):
+        assert all(profile[part][k] > 0 for k in ("collate_ms", "forward_backward_ms", "optimizer_ms"))
+        assert profile[part]["top_ops"]
+    (row,) = [r for r in result["throughput"] if r["workers"] == 0]
+    assert row["images"] == 4 and row["images_per_second"] > 0 and 0 <= row["decode_wait_share"] < 1
+    assert "| phase | before (ms) | after (ms) |" in out.read_text()

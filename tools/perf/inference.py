@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from models import naflex_inputs, v1_pair, v2_pair
 from timing import Row, measure, measure_interleaved
@@ -114,6 +116,7 @@ def backend_rows(args, device, dtype) -> list[Row]:
                     row = Row(f"{family} {kind} embeddings [{name}]", shape, *timed[name], peer_name, timed["peer"][0])
                     row.cosine = cosine
                     rows.append(row)
+                    print(f"backend {row.what} {shape}: {row.ours_ms:.1f} ms ({row.ratio:.2f}x)", file=sys.stderr)
         del models
         shutil.rmtree(onnx_dir, ignore_errors=True)
     return rows

@@ -32,8 +32,8 @@ def throughput_rows(n: int, backends: list[str], tiny: bool) -> list[dict]:
 
     from fgclip_eval.encoders import Encoder
     from fgclip_eval.images import default_workers
+    from fgclip_model import FGCLIP2ImageProcessor, FGCLIP2Processor
     from fgclip_model.backends import with_backend
-    from fgclip_model.fgclip2 import FGCLIP2ImageProcessor, FGCLIP2Processor
 
     processor = FGCLIP2Processor(image_processor=FGCLIP2ImageProcessor(), tokenizer=None)
     model, _ = v2_pair(tiny, "cpu", torch.float32)

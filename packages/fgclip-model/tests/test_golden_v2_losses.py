@@ -106,3 +106,39 @@ def test_loaded_models_start_with_a_zero_margin(golden, name):
     for _ in range(3):
         model = FGCLIP2Model.from_pretrained(golden / name / "model")
         assert model.hard_margin.item() == 0.0
+
+
+def test_repeated_texts_are_encoded_once_with_the_same_loss_and_gradients(case, monkeypatch):
+    """A stage-2 batch repeats texts (a flagged box's positive is its box caption; negatives recur): each distinct
+    row goes through the text tower once, and the loss and gradients are those of encoding every row."""
+    import fgclip_model.fgclip2.modeling as modeling
+
+    model, io, _ = case
+    batch = _batch(io, boxes=True, hard=True)
+    hard = batch["hard_texts"].clone()
+    hard[1::11] = hard[0::11]  # the first negative of every hard box repeats its positive's ids
+    batch["hard_texts"] = hard
+    rows = []
+    hook = model.text_model.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[0]))
+    try:
+        results = {}
+        for name, patch in (("all rows", True), ("distinct", False)):
+            if patch:
+                monkeypatch.setattr(modeling, "encode_unique", lambda encode, ids: encode(ids))
+            else:
+                monkeypatch.undo()
+            model.zero_grad(set_to_none=True)
+            loss = model(**batch, hard_margin=0.0).loss
+            loss.backward()
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            results[name] = (loss.detach(), grads)
+    finally:
+        hook.remove()
+        model.zero_grad(set_to_none=True)
+        model.hard_margin.zero_()
+    short_rows = len(batch["text_short"]) + len(batch["box_texts"]) + len(hard)
+    distinct = torch.unique(torch.cat([batch["text_short"], batch["box_texts"], hard]), dim=0).shape[0]
+    assert rows[0] == short_rows and distinct < short_rows and rows[2] == distinct  # [0], [2]: the short calls
+    torch.testing.assert_close(results["distinct"][0], results["all rows"][0], atol=1e-6, rtol=0)
+    for name, grad in results["all rows"][1].items():
+        torch.testing.assert_close(results["distinct"][1][name], grad, atol=1e-6, rtol=1e-5)

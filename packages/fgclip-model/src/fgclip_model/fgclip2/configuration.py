@@ -48,12 +48,23 @@ class FGCLIP2Config(Siglip2Config):
         extra_logit_scale_init (`float`, defaults to ln 100 = 4.6052): initial value of the region and
             hard-negative temperatures (``logit_scale_finegraind``, ``logit_scale_hardneg``) when a checkpoint
             does not carry them (the reference trainer attaches them at this value).
+        dense_head_init (`str`, defaults to "random"): initialisation of a dense-feature head that a checkpoint
+            does not provide. "random" is SigLIP's (as the reference): every patch then starts as a near-uniform
+            mix of all patches, so region features begin alike for every box. "local" sets the head's query,
+            key, value and output projections to the identity, query and key scaled by sqrt(3), so that at the
+            start each patch attends mostly to itself and to patches like it: region features begin as the
+            backbone's own tokens under the box (for models trained from scratch).
     """
 
     model_type = "fgclip2"
     sub_configs_defaults = {"vision_config": FGCLIP2VisionConfig, "text_config": FGCLIP2TextConfig}
 
     extra_logit_scale_init: float = 4.6052
+    dense_head_init: str = "random"
+
+    def validate_dense_head_init(self) -> None:
+        if self.dense_head_init not in ("random", "local"):
+            raise ValueError(f"dense_head_init must be 'random' or 'local', got {self.dense_head_init!r}")
 
 
 def fgclip2_config_from_siglip2(siglip2_config) -> FGCLIP2Config:

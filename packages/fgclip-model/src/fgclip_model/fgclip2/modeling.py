@@ -358,6 +358,19 @@ class FGCLIP2PreTrainedModel(StrictLoadingMixin, GuardedInitMixin, AttentionSele
             init.constant_(self.logit_scale_finegraind, self.config.extra_logit_scale_init)
             init.constant_(self.logit_scale_hardneg, self.config.extra_logit_scale_init)
             init.zeros_(self.hard_margin)  # a non-persistent buffer: never in a checkpoint, so always set here
+            if self.config.dense_head_init == "local":
+                self._local_dense_head()
+
+
+    def _local_dense_head(self) -> None:
+        """``dense_head_init="local"``: identity projections, query and key scaled by sqrt(3) (see the config)."""
+        attention = self.dense_feature_head.attention
+        width = attention.embed_dim
+        eye = torch.eye(width, dtype=attention.in_proj_weight.dtype, device=attention.in_proj_weight.device)
+        init.copy_(attention.in_proj_weight, torch.cat([eye * 3**0.5, eye * 3**0.5, eye]))
+        init.zeros_(attention.in_proj_bias)
+        init.copy_(attention.out_proj.weight, eye)
+        init.zeros_(attention.out_proj.bias)
 
 
 class FGCLIP2Model(FGCLIP2PreTrainedModel):
