@@ -26,6 +26,8 @@ def test_perf_harness_smoke(tmp_path):
         "1",
         "--loader-samples",
         "40",
+        "--backends",
+        "eager,bf16",
         "--out",
         str(out),
     ]
@@ -89,7 +91,7 @@ def test_reference_checkouts_are_timed_interleaved_in_their_own_workers(tmp_path
             "--batches=2",
             "--min-run-time=0.05",
             "--step-repeats=1",
-            "--skip=inference,stage2,structure,loader",
+            "--skip=inference,backends,stage2,structure,loader",
             f"--reference=fgclip={checkout},{sys.executable}",
             f"--reference=fgclip2={checkout}",
             f"--out={out}",
@@ -139,16 +141,16 @@ def test_patches_apply_to_a_copy_and_disagreement_stops_the_run(tmp_path):
         "class FGCLIPModel(_Model):\n", "class FGCLIPModel(_Model):\n"
         "    def get_image_features(self, *a, **k):\n        return super().get_image_features(*a, **k) * 2\n"
     ))  # fmt: skip
-    done = _perf("--skip=inference,stage2,structure,loader", "--min-run-time=0.01", "--step-repeats=1",
+    done = _perf("--skip=inference,backends,stage2,structure,loader", "--min-run-time=0.01", "--step-repeats=1",
                  f"--reference=fgclip={checkout}")  # fmt: skip
     assert done.returncode != 0 and "fgclip and the reference disagree" in done.stderr
 
 
 def test_a_failing_reference_run_is_reported(tmp_path):
     (tmp_path / "empty").mkdir()
-    done = _perf("--skip=inference,stage2,structure,loader", f"--reference=fgclip={tmp_path / 'empty'}")
+    done = _perf("--skip=inference,backends,stage2,structure,loader", f"--reference=fgclip={tmp_path / 'empty'}")
     assert done.returncode != 0 and "the reference worker stopped" in done.stderr and "No module named" in done.stderr
-    typo = _perf("--skip=inference,stage2,structure,loader", "--reference=fgclip3=/x")
+    typo = _perf("--skip=inference,backends,stage2,structure,loader", "--reference=fgclip3=/x")
     assert typo.returncode == 2 and "FAMILY=CHECKOUT" in typo.stderr
 
 

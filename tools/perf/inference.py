@@ -75,6 +75,7 @@ def roi_rows(rows: list[Row], model, pixels, batch: int, args) -> None:
 def backend_rows(args, device, dtype) -> list[Row]:
     """Image and text embeddings through each backend of ``fgclip_model.backends`` against transformers' eager
     model of the same configuration and weights, with the embeddings' agreement (min cosine to transformers')."""
+    import gc
     import shutil
     import tempfile
 
@@ -117,6 +118,8 @@ def backend_rows(args, device, dtype) -> list[Row]:
                     row.cosine = cosine
                     rows.append(row)
                     print(f"backend {row.what} {shape}: {row.ours_ms:.1f} ms ({row.ratio:.2f}x)", file=sys.stderr)
-        del models
+        del models, fns, outputs
+        gc.collect()
+        torch._dynamo.reset()  # compiled graphs hold their frozen weights
         shutil.rmtree(onnx_dir, ignore_errors=True)
     return rows

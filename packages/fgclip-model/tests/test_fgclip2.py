@@ -319,3 +319,35 @@ def test_position_grid_resize_equals_antialiased_interpolate():
             ref = F.interpolate(grid.permute(2, 0, 1)[None], size=(h, w), mode="bilinear", antialias=True)
             torch.testing.assert_close(out[b, : h * w], ref[0].reshape(12, h * w).T, atol=1e-6, rtol=0)
             assert torch.equal(out[b, h * w :], out[b, :1].expand(length - h * w, -1))
+
+
+@torch.no_grad()
+def test_local_dense_head_init_starts_from_the_backbone_tokens(golden):
+    """``dense_head_init="local"``: a fresh dense head keeps each patch close to its own backbone token (the default
+    random head mixes all patches, so every region starts alike); a checkpoint's head is loaded unchanged."""
+    from fgclip_model.tiny import fgclip2_config
+
+    torch.manual_seed(0)
+    pixels = torch.randn(2, 64, 3 * 16 * 16)
+    mask, shapes = torch.ones(2, 64, dtype=torch.long), torch.tensor([[8, 8]] * 2)
+    spread = {}
+    for kind in ("random", "local"):
+        torch.manual_seed(0)
+        config = fgclip2_config(num_patches=64)
+        config.dense_head_init = kind
+        model = FGCLIP2Model(config).eval()
+        tokens = model.vision_model(pixels, mask, shapes)
+        dense = model.dense_feature_head.dense(tokens, mask)
+        same = F.cosine_similarity(dense, tokens, dim=-1).mean().item()
+        # how different the patches' dense features are from one another (1 - mean pairwise cosine)
+        normed = F.normalize(dense, dim=-1)
+        spread[kind] = (same, 1 - (normed @ normed.transpose(1, 2)).mean().item())
+    assert spread["local"][0] > 0.8 and spread["local"][0] > spread["random"][0] + 0.2
+    assert spread["local"][1] > 2 * spread["random"][1]
+    with pytest.raises(Exception, match="dense_head_init must be 'random' or 'local'"):  # huggingface_hub's
+        FGCLIP2Config(dense_head_init="zeros")
+    loaded = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model", dense_head_init="local")
+    reference = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model")
+    assert torch.equal(
+        loaded.dense_feature_head.attention.in_proj_weight, reference.dense_feature_head.attention.in_proj_weight
+    )

@@ -361,7 +361,6 @@ class FGCLIP2PreTrainedModel(StrictLoadingMixin, GuardedInitMixin, AttentionSele
             if self.config.dense_head_init == "local":
                 self._local_dense_head()
 
-
     def _local_dense_head(self) -> None:
         """``dense_head_init="local"``: identity projections, query and key scaled by sqrt(3) (see the config)."""
         attention = self.dense_feature_head.attention
