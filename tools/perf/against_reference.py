@@ -181,6 +181,7 @@ class Worker:
     """A worker process (``worker.py``) and its JSON-line protocol."""
 
     def __init__(self, side: str, python: str, work: Path, family: str, checkout: Path | None = None) -> None:
+        self.name = checkout.name if checkout else "fgclip"
         command = [python, str(Path(__file__).with_name("worker.py")), side, str(work), family]
         command += [str(checkout)] if checkout else []
         self.side, self.command = side, command
@@ -309,7 +310,7 @@ def reference_rows(args, device, dtype) -> tuple[list[Row], dict]:
             family_cases = [c for c in cases if c["family"] == reference.family]
             ours = Worker("ours", sys.executable, work, reference.family)
             theirs = Worker("reference", reference.python, work, reference.family, copy)
-            theirs.name = reference.checkout.name
+            theirs.name = reference.checkout.name  # the checkout's own name, not the temporary copy's
             try:
                 progress = tqdm(family_cases, desc=f"against the reference ({NAMES[reference.family]})", unit="case")
                 for c in progress:
