@@ -4,7 +4,8 @@
 """
 
 from fgclip_model.__about__ import __version__
-from fgclip_model.auto import FAMILIES, detect_family, load, register_auto_classes, resolve
+from fgclip_model.auto import FAMILIES, detect_family, register_auto_classes, resolve
+from fgclip_model.backends import load
 from fgclip_model.fgclip import FGCLIPConfig, FGCLIPModel, FGCLIPOutput, FGCLIPStage2Output
 from fgclip_model.fgclip.processing import FGCLIPProcessor
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model

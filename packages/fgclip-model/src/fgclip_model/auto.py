@@ -174,22 +174,16 @@ def detect_family(path: str | os.PathLike) -> str:
     )
 
 
-def load(path_or_id: str | os.PathLike, backend: str = "eager", **kwargs):
+def load(path_or_id: str | os.PathLike, **kwargs):
     """Load a checkpoint of any supported family: returns ``(model, processor)`` with the model in eval mode.
 
     ``path_or_id``: a folder saved by ``save_pretrained``, an original Long-CLIP / OpenAI CLIP ``.pt`` state dict
     (read with ``weights_only``), or a hub id resolved through the Hugging Face cache. The processor holds the
     folder's tokenizer (``None`` when it has none) and image processor (the family's defaults when absent).
     Long-CLIP models get Long-CLIP's own preprocessing and tokenizer; other plain CLIP folders get FG-CLIP's
-    processor, which squashes images to the model's square size instead of centre-cropping them. ``backend``:
-    how the feature methods compute (``eager``, ``bf16``, ``compile``, ``onnx``: ``fgclip_model.backends``); the
-    model stays on the CPU, so pick the device first and call ``backends.with_backend`` for a GPU. Extra keyword
-    arguments go to ``from_pretrained`` (e.g. ``dtype``).
+    processor, which squashes images to the model's square size instead of centre-cropping them. Extra keyword
+    arguments go to ``from_pretrained`` (e.g. ``dtype``). ``fgclip_model.load`` adds the ``backend`` switch.
     """
-    from fgclip_model.backends import BACKENDS, with_backend
-
-    if backend not in BACKENDS:  # before reading any weights
-        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
     path = resolve(path_or_id)
     family = FAMILIES[detect_family(path)]
     if path.is_dir():
@@ -209,7 +203,7 @@ def load(path_or_id: str | os.PathLike, backend: str = "eager", **kwargs):
         ) from err
     image_size = getattr(model.config.vision_config, "image_size", None)
     processor = family.processor_class.from_pretrained(path, image_size=image_size, max_lengths=text_lengths(model))
-    return with_backend(model.eval(), backend), processor
+    return model.eval(), processor
 
 
 def text_lengths(model) -> dict[str, int]:

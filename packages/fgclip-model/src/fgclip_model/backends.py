@@ -201,6 +201,18 @@ _BACKEND_CLASSES: dict[str, type[BackendModel]] = {
 }
 
 
+def load(path_or_id: str | os.PathLike, backend: str = "eager", **kwargs):
+    """``fgclip_model.load``: :func:`fgclip_model.auto.load` (any supported checkpoint -> ``(model, processor)``)
+    with the feature methods computed by ``backend`` (one of :data:`BACKENDS`). The model stays on the CPU: for
+    a GPU, load with ``auto.load``, move the model, then call :func:`with_backend`."""
+    from fgclip_model.auto import load as load_eager
+
+    if backend not in BACKENDS:  # before reading any weights
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    model, processor = load_eager(path_or_id, **kwargs)
+    return with_backend(model, backend), processor
+
+
 def with_backend(model: nn.Module, backend: str = "eager", **options) -> nn.Module:
     """``model`` with its feature methods computed by ``backend`` (one of :data:`BACKENDS`); ``eager`` returns
     the model itself. Move the model to its device first. ``options``: the backend's own (``onnx``:
