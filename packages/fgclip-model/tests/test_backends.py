@@ -74,7 +74,7 @@ def test_backend_gives_the_eager_embeddings(folders, family, backend, monkeypatc
         got, want = fast.get_image_features(**pixels), eager.get_image_features(**pixels)
         assert got.dtype == torch.float32 and got.shape == want.shape
         _assert_close(got, want, backend)
-    boxes = [torch.tensor([[0.1, 0.1, 0.6, 0.7], [0.5, 0.2, 0.9, 0.9]])] * 2
+    boxes = [torch.tensor([[0.1, 0.1, 0.6, 0.7], [0.5, 0.2, 0.9, 0.9]])] * len(pixels["pixel_values"])
     got = fast.get_image_region_features(**pixels, boxes=boxes)
     want = eager.get_image_region_features(**pixels, boxes=boxes)
     for g, w in zip(got, want, strict=True):

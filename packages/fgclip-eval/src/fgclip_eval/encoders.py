@@ -182,7 +182,7 @@ class Encoder:
         Texts are encoded shortest first (families that pad to the longest text of a batch then pad little) and
         returned in the given order; a list encoded before with the same walk (class prompts shared by several
         tasks) comes from the encoder's cache."""
-        key = (walk, lowercase, tuple(texts))
+        key = (walk, lowercase, self.text_attention_mask, tuple(texts))  # the mask setting changes the features
         if key in self._text_cache:
             self.stats.cached_texts += len(texts)
             return self._text_cache[key]
