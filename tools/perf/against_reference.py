@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from models import naflex_inputs, v1_pair, v2_pair
-from timing import Row
+from timing import Row, median_iqr
 from training import stage2_inputs
 from worker import REPLY
 
@@ -248,11 +248,6 @@ def timed_pair(a: Worker, b: Worker, name: str, calls: int, rounds: int, settle:
     return times
 
 
-def _stats(ms: list[float]) -> tuple[float, float]:
-    t = torch.tensor(ms)
-    return t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item()
-
-
 def time_case(case: dict, ours: Worker, theirs: Worker, work: Path, args) -> tuple[Row, dict]:
     """One case: both sides run it once and must agree, then are timed interleaved."""
     start = {}
@@ -272,7 +267,7 @@ def time_case(case: dict, ours: Worker, theirs: Worker, work: Path, args) -> tup
         rounds = 6
         calls = max(1, round(args.min_run_time / rounds / max(min(start.values()), 1e-3)))
     times = timed_pair(ours, theirs, case["name"], calls, rounds, args.settle)
-    mine, peer = _stats(times["ours"]), _stats(times["reference"])
+    mine, peer = median_iqr(times["ours"]), median_iqr(times["reference"])
     what = case["what"] + ("" if args.ours_backend == "eager" else f" [{args.ours_backend}]")
     return Row(what, case["shape"], *mine, f"reference code ({theirs.name})", peer[0]), agreement
 

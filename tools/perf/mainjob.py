@@ -10,9 +10,10 @@ distinct text encoded once per batch).
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
+from timing import median_iqr
 
 
 @contextmanager
@@ -27,10 +28,6 @@ def every_row_encoded():
         yield
     finally:
         v1.encode_unique, v2.encode_unique = saved
-
-
-def _median_ms(times: list[float]) -> float:
-    return float(torch.tensor(times).median()) * 1e3
 
 
 def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
@@ -70,7 +67,7 @@ def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
         return middle - start, time.perf_counter() - middle
 
     result = {"config": config.preset, "batch_size": config.schedule.batch_size, "texts_per_batch": texts}
-    for label, context in (("before", every_row_encoded), ("after", _nothing)):
+    for label, context in (("before", every_row_encoded), ("after", nullcontext)):
         with context():
             step(batches[0])  # warm-up
             times = [step(b) for b in batches[1:]]
@@ -81,17 +78,12 @@ def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
         total = sum(e.self_cpu_time_total for e in prof.key_averages())
         top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:8]
         result[label] = {
-            "collate_ms": _median_ms(collate[1:]),
-            "forward_backward_ms": _median_ms([t[0] for t in times]),
-            "optimizer_ms": _median_ms([t[1] for t in times]),
+            "collate_ms": median_iqr([1e3 * t for t in collate[1:]])[0],
+            "forward_backward_ms": median_iqr([1e3 * t[0] for t in times])[0],
+            "optimizer_ms": median_iqr([1e3 * t[1] for t in times])[0],
             "top_ops": {e.key: round(100 * e.self_cpu_time_total / total, 1) for e in top},
         }
     return result
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def markdown(result: dict) -> str:

@@ -25,6 +25,12 @@ class Row:
         return None if self.peer_ms is None else self.peer_ms / self.ours_ms
 
 
+def median_iqr(ms: list[float]) -> tuple[float, float]:
+    """(median, interquartile range) of timings in ms."""
+    t = torch.tensor(ms)
+    return t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item()
+
+
 def measure(fn, min_run_time: float) -> tuple[float, float]:
     """(median, IQR) in ms of ``fn()`` after one warm-up call."""
     with torch.inference_mode():
@@ -43,8 +49,7 @@ def measure_grad(fn, repeats: int) -> tuple[float, float]:
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    t = torch.tensor(times)
-    return t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item()
+    return median_iqr(times)
 
 
 def measure_grad_pair(fn_a, fn_b, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -57,11 +62,7 @@ def measure_grad_pair(fn_a, fn_b, repeats: int) -> tuple[tuple[float, float], tu
             start = time.perf_counter()
             fn()
             times[fn].append((time.perf_counter() - start) * 1e3)
-    out = []
-    for fn in (fn_a, fn_b):
-        t = torch.tensor(times[fn])
-        out.append((t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item()))
-    return out[0], out[1]
+    return median_iqr(times[fn_a]), median_iqr(times[fn_b])
 
 
 def case_value(value, tensors: dict, device):
@@ -91,8 +92,4 @@ def measure_interleaved(fns: dict, min_run_time: float, rounds: int = 5) -> dict
                     start = time.perf_counter()
                     fns[name]()
                     times[name].append((time.perf_counter() - start) * 1e3)
-    out = {}
-    for name, values in times.items():
-        t = torch.tensor(values)
-        out[name] = (t.median().item(), (t.quantile(0.75) - t.quantile(0.25)).item())
-    return out
+    return {name: median_iqr(values) for name, values in times.items()}

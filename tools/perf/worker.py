@@ -64,8 +64,6 @@ def load(side: str, family: str, folder: Path, checkout: str | None):
 def output_of(result) -> torch.Tensor:
     """What both sides are compared on: the features (a tensor, the first of a tuple, a list of per-image
     region tensors concatenated) or a step's loss."""
-    if isinstance(result, dict) and "loss" in result:
-        return result["loss"].detach()
     loss = getattr(result, "loss", None)
     if loss is not None:
         return loss.detach()

@@ -101,6 +101,8 @@ def test_backends_keep_the_weights_and_refuse_unknown_names(folders):
     fast = with_backend(eager, "bf16")
     assert fast.state_dict().keys() == {f"model.{k}" for k in eager.state_dict()}
     assert next(eager.parameters()).dtype == torch.float32  # the eager model is left in float32
+    with pytest.raises(ValueError, match="load the model on the CPU"):
+        with_backend(eager.to("meta"), "onnx")  # ONNX Runtime's CPU provider only
 
 
 @torch.no_grad()

@@ -28,14 +28,12 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import nn
 
 BACKENDS = ("eager", "bf16", "compile", "onnx")
-FEATURE_METHODS = ("get_image_features", "get_text_features", "get_image_region_features", "get_image_dense_features")
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -126,8 +124,7 @@ class CompiledModel(BackendModel):
                 return super()._run(method, args, kwargs)
             return AutocastModel._run(self, method, args, kwargs)
         args = tuple(a.to(self.dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-        # frozen weights are constants: compiled graphs run without autograd
-        with torch.no_grad() if torch.is_grad_enabled() else nullcontext():
+        with torch.no_grad():  # frozen weights are constants: compiled graphs run without autograd
             return self._compiled[method](*args, **_cast_floats(kwargs, self.dtype))
 
 
@@ -169,11 +166,9 @@ class OnnxModel(BackendModel):
         self.export_dir = folder
 
     def _session(self, name: str, feed: dict[str, torch.Tensor]) -> torch.Tensor:
-        from fgclip_model.export import ONNX_TYPES
+        from fgclip_model.export import run_session
 
-        session = self._sessions[name]
-        arrays = {i.name: feed[i.name].cpu().numpy().astype(ONNX_TYPES[i.type]) for i in session.get_inputs()}
-        return torch.from_numpy(session.run(None, arrays)[0])
+        return run_session(self._sessions[name], feed)
 
     def _run(self, method, args, kwargs):
         if method == "get_image_features":

@@ -184,7 +184,11 @@ def run_onnx(file: str | os.PathLike, inputs: dict[str, torch.Tensor]) -> torch.
     """Run an exported graph with ONNX Runtime (CPU) on ``inputs`` (only the names the graph takes are used)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    return run_session(ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]), inputs)
+
+
+def run_session(session, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Run an ONNX Runtime session on the tensors of ``inputs`` it takes (cast to the graph's input types)."""
     feed = {i.name: inputs[i.name].cpu().numpy().astype(ONNX_TYPES[i.type]) for i in session.get_inputs()}
     return torch.from_numpy(session.run(None, feed)[0])
 
