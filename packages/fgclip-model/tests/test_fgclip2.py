@@ -351,3 +351,33 @@ def test_local_dense_head_init_starts_from_the_backbone_tokens(golden):
     assert torch.equal(
         loaded.dense_feature_head.attention.in_proj_weight, reference.dense_feature_head.attention.in_proj_weight
     )
+
+
+def test_sincos_position_init_codes_row_and_column(golden):
+    """``position_init="sincos"``: a fresh grid holds 2-D sine-cosine features — each token's position is readable
+    (no two cells alike, the row code shared along a row) at content scale, unlike SigLIP's std-0.02 grid; a
+    checkpoint's grid is loaded unchanged."""
+    from fgclip_model.fgclip2.modeling import sincos_grid
+    from fgclip_model.tiny import fgclip2_config
+
+    tables = {}
+    for kind in ("normal", "sincos"):
+        torch.manual_seed(0)
+        config = fgclip2_config(width=32, num_patches=64)
+        config.position_init = kind
+        tables[kind] = FGCLIP2Model(config).vision_model.embeddings.position_embedding.weight.detach()
+    grid = tables["sincos"]
+    assert torch.equal(grid, sincos_grid(8, 32))
+    assert grid.pow(2).mean().sqrt() > 0.5 > 10 * tables["normal"].pow(2).mean().sqrt()
+    cells = grid.reshape(8, 8, 32)
+    assert torch.equal(cells[3, 0, :16], cells[3, 7, :16]) and torch.equal(cells[0, 5, 16:], cells[6, 5, 16:])
+    distances = torch.cdist(grid, grid) + torch.eye(64) * 1e9
+    assert distances.min() > 0.5  # no two cells share a code
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_grid(4, 30)
+    with pytest.raises(Exception, match="position_init must be 'normal' or 'sincos'"):  # huggingface_hub's
+        FGCLIP2Config(position_init="zeros")
+    loaded = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model", position_init="sincos")
+    reference = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model")
+    key = "vision_model.embeddings.position_embedding.weight"
+    assert torch.equal(loaded.state_dict()[key], reference.state_dict()[key])

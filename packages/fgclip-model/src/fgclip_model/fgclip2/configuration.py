@@ -54,6 +54,12 @@ class FGCLIP2Config(Siglip2Config):
             key, value and output projections to the identity, query and key scaled by sqrt(3), so that at the
             start each patch attends mostly to itself and to patches like it: region features begin as the
             backbone's own tokens under the box (for models trained from scratch).
+        position_init (`str`, defaults to "normal"): initialisation of a vision position grid that a checkpoint
+            does not provide. "normal" is SigLIP's (std 0.02, about twenty times weaker than a patch's content
+            embedding, so where a patch is reaches later layers only after much training). "sincos" sets the
+            G×G grid to 2-D sine-cosine features (half the channels code the row, half the column, at
+            geometrically spaced frequencies), so every token knows its place from the first step (for models
+            trained from scratch).
     """
 
     model_type = "fgclip2"
@@ -61,10 +67,15 @@ class FGCLIP2Config(Siglip2Config):
 
     extra_logit_scale_init: float = 4.6052
     dense_head_init: str = "random"
+    position_init: str = "normal"
 
     def validate_dense_head_init(self) -> None:
         if self.dense_head_init not in ("random", "local"):
             raise ValueError(f"dense_head_init must be 'random' or 'local', got {self.dense_head_init!r}")
+
+    def validate_position_init(self) -> None:
+        if self.position_init not in ("normal", "sincos"):
+            raise ValueError(f"position_init must be 'normal' or 'sincos', got {self.position_init!r}")
 
 
 def fgclip2_config_from_siglip2(siglip2_config) -> FGCLIP2Config:

@@ -146,6 +146,20 @@ def resize_position_grid(grid: torch.Tensor, spatial_shapes: torch.Tensor, lengt
     return torch.einsum("bng,bnk,gkd->bnd", row_weights, col_weights, grid.float()).to(grid.dtype)
 
 
+def sincos_grid(side: int, width: int) -> torch.Tensor:
+    """[side·side, width] 2-D sine-cosine position features, row-major: the first half of the channels codes the
+    row, the second half the column, each as sines and cosines at ``width // 4`` geometric frequencies."""
+    if width % 4:
+        raise ValueError(f"sincos position features need a width divisible by 4, got {width}")
+    quarter = width // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coords = torch.arange(side, dtype=torch.float64)[:, None] * frequencies[None, :]  # [side, quarter]
+    code = torch.cat([coords.sin(), coords.cos()], dim=1)  # [side, width / 2]
+    rows = code[:, None, :].expand(side, side, -1)
+    cols = code[None, :, :].expand(side, side, -1)
+    return torch.cat([rows, cols], dim=-1).reshape(side * side, width).float()
+
+
 class FGCLIP2VisionEmbeddings(nn.Module):
     """Linear patch embedding of pre-patchified pixels + the position grid resized per image."""
 
@@ -338,7 +352,11 @@ class FGCLIP2PreTrainedModel(StrictLoadingMixin, GuardedInitMixin, AttentionSele
             width = module.patch_embedding.in_features
             init.uniform_(module.patch_embedding.weight, -(width**-0.5), width**-0.5)
             init.zeros_(module.patch_embedding.bias)
-            init.normal_(module.position_embedding.weight, std=0.02)
+            if getattr(self.config, "position_init", "normal") == "sincos":
+                table = module.position_embedding.weight
+                init.copy_(table, sincos_grid(module.grid, table.shape[1]).to(table.device, table.dtype))
+            else:
+                init.normal_(module.position_embedding.weight, std=0.02)
         elif isinstance(module, MultiheadAttentionPoolingHead):
             init.xavier_uniform_(module.probe)
             init.xavier_uniform_(module.attention.in_proj_weight)
