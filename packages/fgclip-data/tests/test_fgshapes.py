@@ -17,7 +17,9 @@ from fgclip_data.fgshapes.generate import (
     SIZES,
     GenerateOptions,
     generate,
+    make_scene,
     position_describes,
+    records_for,
 )
 
 
@@ -134,3 +136,30 @@ def test_bad_options_are_clear_errors():
         GenerateOptions(min_size=300, max_size=200)
     with pytest.raises(ValueError, match="lang"):
         GenerateOptions(lang="fr")
+
+
+def test_hard_negative_win_rates_by_changed_attribute():
+    """Every generated rewrite changes exactly one attribute, which ``changed_attribute`` names; the win rates count
+    the true caption beating (or tying) each rewrite, per attribute."""
+    import torch
+
+    from fgclip_data.fgshapes.tasks import changed_attribute, hard_negative_win_rates
+
+    options = GenerateOptions(n=40, workers=1)
+    seen = set()
+    for index in range(40):
+        _, shapes, background = make_scene(index, options)
+        record = records_for(index, shapes, background, "x.jpg", 10)["en"]
+        for box in record["bbox_info"]:
+            for rewrite in box["short_expr_negs"].values():
+                kind = changed_attribute(box["short_expr"], rewrite)
+                assert kind in ("color", "shape", "size", "position"), (box["short_expr"], rewrite)
+                seen.add(kind)
+    assert seen == {"color", "shape", "size", "position"}
+    assert changed_attribute("a small red circle on the left", "a large blue circle on the left") is None
+    assert changed_attribute("a small red circle on the left", "a small red circle in the top left") == "position"
+    assert changed_attribute("a red circle", "a blue circle") is None
+    scores = torch.tensor([[0.5, 0.9, 0.1, 0.5], [0.2, 0.1, 0.3, 0.0]])
+    kinds = [["shape", "color", "shape"], ["color", "shape", "size"]]
+    rates = hard_negative_win_rates(scores, kinds)
+    assert rates == {"color": 1.0, "shape": 1 / 3, "size": 1.0}

@@ -45,6 +45,10 @@ def test_fgclip2_trains_and_its_checkpoint_loads(tiny_overrides, tmp_path):
     with Image.open(tmp_path / "run" / "training_curves.png") as plot:  # losses and validation metrics per step
         assert plot.size[0] > 400 and plot.size[1] > 400
     assert set(results["before"]) >= {"i2t_r1_short", "t2i_r1_long", "hard_negative_acc", "box_cls_acc"}
+    wins = {k: results["after"][f"hard_win_{k}"] for k in ("color", "shape", "size", "position")}
+    assert all(0 <= v <= 1 for v in wins.values())
+    # a box is right only when it beats all its rewrites: no better than its weakest attribute
+    assert results["after"]["hard_negative_acc"] <= min(wins.values()) + 1e-6
     kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
     assert kept == ["checkpoint-0000008", "checkpoint-0000012"]  # save_total_limit
     model, processor = fgclip_model.load(tmp_path / "run" / "checkpoint-0000012" / "model")

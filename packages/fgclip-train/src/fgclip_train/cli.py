@@ -21,6 +21,10 @@ METRIC_NAMES = {
     "i2t_r1_long": "image->text R@1 (long captions)",
     "t2i_r1_long": "text->image R@1 (long captions)",
     "hard_negative_acc": "hard-negative accuracy (1 of 11)",
+    "hard_win_color": "  true caption beats a colour rewrite",
+    "hard_win_shape": "  true caption beats a shape rewrite",
+    "hard_win_size": "  true caption beats a size rewrite",
+    "hard_win_position": "  true caption beats a position rewrite",
     "box_cls_acc": "box classification accuracy (40 classes)",
 }
 

@@ -3,6 +3,8 @@
 * image↔text R@1 with short captions and with long captions (each image has one of each);
 * hard-negative accuracy: the region feature of a box ranks its true short expression at least as high as
   its negatives;
+* FG-Shapes only: the share of hard negatives changing each attribute that the true caption beats
+  (``hard_win_color`` / ``_shape`` / ``_size`` / ``_position``);
 * box classification (FG-Shapes only): the region feature picks the right "colour shape" among all of them.
 
 Everything is computed batched from the feature API every family shares (processor outputs in, normalised boxes,
@@ -20,9 +22,11 @@ import torch.nn.functional as F
 from fgclip_data.fgshapes.tasks import (
     box_class,
     box_classification_accuracy,
+    changed_attribute,
     class_prompts,
     classes,
     hard_negative_accuracy,
+    hard_negative_win_rates,
     recall_at_1,
 )
 from fgclip_data.finehard.samples import Sample, SampleOptions, build_sample
@@ -137,6 +141,10 @@ class Validator:
             cands = self._texts(model, [t for g in groups for t in g], "box", c.short_length, device)
             scores = torch.einsum("hp,hkp->hk", region, cands.reshape(len(groups), k1, -1))
             metrics["hard_negative_acc"] = hard_negative_accuracy(scores)
+            if self.classes:  # FG-Shapes: which attribute the rewrites that win change
+                kinds = [[changed_attribute(g[0], t) for t in g[1:]] for g in groups]
+                for kind, rate in hard_negative_win_rates(scores, kinds).items():
+                    metrics[f"hard_win_{kind}"] = rate
         if self.classes and hard:
             prompts = self._texts(model, class_prompts(self.classes), "box", c.short_length, device)
             truth = torch.tensor([box_class(self.samples[i].box_captions[k], self.classes) for i, k in hard])

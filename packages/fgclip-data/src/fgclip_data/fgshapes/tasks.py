@@ -6,6 +6,9 @@
   (``"a <colour> <shape>"``) is theirs (first maximum on ties);
 * hard negatives: a box is right when its true caption (candidate 0) scores at least as high as every one of its
   rewrites (exact ties count as right, as FG-OVD counts them);
+* hard negatives by attribute: for each attribute a rewrite can change (colour, shape, size, position), the share
+  of (box, rewrite) pairs changing it in which the true caption scores at least as high — which attribute the
+  region features fail to bind;
 * retrieval: R@1 both ways on a square similarity matrix whose diagonal holds the pairs (first maximum on ties).
 """
 
@@ -48,3 +51,32 @@ def recall_at_1(similarity: torch.Tensor) -> tuple[float, float]:
     i2t = (similarity.argmax(dim=1) == target).float().mean().item()
     t2i = (similarity.argmax(dim=0) == target).float().mean().item()
     return i2t, t2i
+
+
+ATTRIBUTE_KINDS = ("color", "shape", "size", "position")
+
+
+def changed_attribute(truth: str, rewrite: str) -> str | None:
+    """Which attribute a hard-negative rewrite of a short region caption (``"a <size> <colour> <shape> <position>"``)
+    changes: ``"size"``, ``"color"``, ``"shape"`` or ``"position"``; None when it is not such a rewrite."""
+    def parts(caption: str) -> dict[str, str] | None:
+        w = caption.split()
+        return {"size": w[1], "color": w[2], "shape": w[3], "position": " ".join(w[4:])} if len(w) >= 5 else None
+
+    a, b = parts(truth), parts(rewrite)
+    if a is None or b is None:
+        return None
+    diff = [k for k in ATTRIBUTE_KINDS if a[k] != b[k]]
+    return diff[0] if len(diff) == 1 else None
+
+
+def hard_negative_win_rates(scores: torch.Tensor, kinds: list[list[str | None]]) -> dict[str, float]:
+    """Per attribute, the share of (box, rewrite) pairs whose true caption (column 0 of ``scores`` [N, K]) scores
+    at least as high as the rewrite (column j + 1, changing ``kinds[i][j]``)."""
+    wins = (scores[:, :1] >= scores[:, 1:]).cpu()
+    out = {}
+    for kind in ATTRIBUTE_KINDS:
+        picked = [wins[i, j].item() for i, row in enumerate(kinds) for j, k in enumerate(row) if k == kind]
+        if picked:
+            out[kind] = sum(picked) / len(picked)
+    return out
