@@ -199,14 +199,19 @@ PRESETS: dict[str, dict[str, Any]] = {
             "family": "fgclip2",
             "size": {
                 "text_config": {**SMALL_TOWER, "max_position_embeddings": 24, "longtext_len": 96, "keep_len": 8},
-                "vision_config": {**SMALL_TOWER, "num_patches": 64, "patch_size": 16},
+                "vision_config": {**SMALL_TOWER, "num_patches": 256, "patch_size": 16},
+                # fresh heads and positions that keep each patch's place and content (see FGCLIP2Config)
+                "dense_head_init": "local",
+                "position_init": "sincos",
             },
             "extra_logit_scale": 2.3,
         },
-        "data": {"fgshapes_n": 5000, "max_num_patches": 64, "negatives": 10},
-        "optim": {"lr": 5e-4, "weight_decay": 0.05, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
-        "schedule": {"epochs": 3, "batch_size": 32, "warmup_steps": 20, "seed": 0},
-        "runtime": {"output_dir": "runs/fgshapes", "zero_stage": 2},
+        # 256 px images (256 patches of 16 px): shape needs the pixels; 20 000 scenes, each seen at most once
+        "data": {"fgshapes_n": 20000, "max_num_patches": 256, "negatives": 10},
+        "loss": {"hard_weight": 2.0},
+        "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
+        "schedule": {"epochs": 0.8, "batch_size": 32, "warmup_steps": 20, "seed": 0},  # 450 steps
+        "runtime": {"output_dir": "runs/fgshapes", "zero_stage": 2, "eval_every": 150},
     },
     # a small FG-CLIP v1 from scratch on FG-Shapes (CLIP token ids; 64 px squashed images)
     "fgshapes-v1": {
