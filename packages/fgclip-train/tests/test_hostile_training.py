@@ -88,7 +88,7 @@ def test_show_config_states_the_bounds(capsys):
 
     assert main(["--show-config"]) == 0
     shown = capsys.readouterr().out
-    assert "  lr: 0.0005  # > 0" in shown and "grad_clip: 1.0  # DeepSpeed gradient_clipping" in shown
+    assert "  lr: 0.001  # > 0" in shown and "grad_clip: 1.0  # DeepSpeed gradient_clipping" in shown
     assert "batch_size: 32  # per-device micro batch; > 0" in shown
 
 
