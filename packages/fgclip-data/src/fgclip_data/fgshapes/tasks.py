@@ -26,6 +26,16 @@ def class_prompts(names: list[str]) -> list[str]:
     return [f"a {name}" for name in names]
 
 
+ATTRIBUTE_KINDS = ("color", "shape", "size", "position")
+
+
+def caption_attributes(short_expr: str) -> dict[str, str] | None:
+    """The attributes named by a short region caption ``"a <size> <colour> <shape> <position>"``, None if it has
+    fewer words."""
+    w = short_expr.split()
+    return {"size": w[1], "color": w[2], "shape": w[3], "position": " ".join(w[4:])} if len(w) >= 5 else None
+
+
 def box_class(short_expr: str, names: list[str]) -> int:
     """The class index of a box from its short region caption (``"a small red circle on the left"``), -1 if none."""
     name = " ".join(short_expr.split()[2:4])
@@ -53,17 +63,10 @@ def recall_at_1(similarity: torch.Tensor) -> tuple[float, float]:
     return i2t, t2i
 
 
-ATTRIBUTE_KINDS = ("color", "shape", "size", "position")
-
-
 def changed_attribute(truth: str, rewrite: str) -> str | None:
-    """Which attribute a hard-negative rewrite of a short region caption (``"a <size> <colour> <shape> <position>"``)
-    changes: ``"size"``, ``"color"``, ``"shape"`` or ``"position"``; None when it is not such a rewrite."""
-    def parts(caption: str) -> dict[str, str] | None:
-        w = caption.split()
-        return {"size": w[1], "color": w[2], "shape": w[3], "position": " ".join(w[4:])} if len(w) >= 5 else None
-
-    a, b = parts(truth), parts(rewrite)
+    """Which attribute a hard-negative rewrite of a short region caption changes (``"size"``, ``"color"``,
+    ``"shape"`` or ``"position"``); None when it is not a one-attribute rewrite."""
+    a, b = caption_attributes(truth), caption_attributes(rewrite)
     if a is None or b is None:
         return None
     diff = [k for k in ATTRIBUTE_KINDS if a[k] != b[k]]
@@ -73,10 +76,11 @@ def changed_attribute(truth: str, rewrite: str) -> str | None:
 def hard_negative_win_rates(scores: torch.Tensor, kinds: list[list[str | None]]) -> dict[str, float]:
     """Per attribute, the share of (box, rewrite) pairs whose true caption (column 0 of ``scores`` [N, K]) scores
     at least as high as the rewrite (column j + 1, changing ``kinds[i][j]``)."""
-    wins = (scores[:, :1] >= scores[:, 1:]).cpu()
-    out = {}
-    for kind in ATTRIBUTE_KINDS:
-        picked = [wins[i, j].item() for i, row in enumerate(kinds) for j, k in enumerate(row) if k == kind]
-        if picked:
-            out[kind] = sum(picked) / len(picked)
-    return out
+    wins = scores[:, :1] >= scores[:, 1:]
+    codes = torch.tensor(
+        [[ATTRIBUTE_KINDS.index(k) if k in ATTRIBUTE_KINDS else -1 for k in row] for row in kinds],
+        device=scores.device,
+    ).reshape(wins.shape)
+    return {
+        kind: wins[codes == i].double().mean().item() for i, kind in enumerate(ATTRIBUTE_KINDS) if (codes == i).any()
+    }
