@@ -381,3 +381,46 @@ def test_sincos_position_init_codes_row_and_column(golden):
     reference = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model")
     key = "vision_model.embeddings.position_embedding.weight"
     assert torch.equal(loaded.state_dict()[key], reference.state_dict()[key])
+
+
+def test_mimetic_attention_init_shapes_the_attention_products(golden):
+    """``attention_init="mimetic"``: every fresh vision self-attention layer starts with each head's query-key
+    product near ``0.7·Z + 0.7·I`` (tokens attend to tokens like them) and its value-output product near
+    ``0.4·Z − 0.4·I``; xavier products have no such diagonal. The text tower and a checkpoint's weights are left
+    as they are."""
+    from fgclip_model.fgclip2.modeling import mimetic_factors
+    from fgclip_model.tiny import fgclip2_config
+
+    @torch.no_grad()
+    def products(model):
+        out = []
+        for layer in model.vision_model.encoder.layers:
+            a = layer.self_attn
+            d = a.head_dim
+            rows = [slice(h * d, (h + 1) * d) for h in range(a.num_heads)]
+            qk = [a.q_proj.weight[r].T @ a.k_proj.weight[r] for r in rows]
+            out.append((torch.stack(qk), a.v_proj.weight.T @ a.out_proj.weight.T))
+        return out
+
+    models = {}
+    for kind in ("xavier", "mimetic"):
+        torch.manual_seed(0)
+        config = fgclip2_config(width=64, layers=2, heads=2)
+        config.attention_init = kind
+        models[kind] = FGCLIP2Model(config)
+    for qk, vo in products(models["mimetic"]):
+        eye = torch.eye(qk.shape[-1], dtype=torch.bool)
+        # each head: mostly the identity
+        assert qk.diagonal(dim1=1, dim2=2).mean() > 0.25 > 3 * qk[:, ~eye].abs().mean()
+        assert float(vo.diagonal().mean()) == pytest.approx(-0.4, abs=0.03)  # full rank: 0.4·Z − 0.4·I itself
+    for qk, vo in products(models["xavier"]):
+        assert abs(qk.diagonal(dim1=1, dim2=2).mean()) < 0.1 and abs(vo.diagonal().mean()) < 0.1
+    text = lambda m: m.text_model.encoder.layers[0].self_attn.q_proj.weight  # noqa: E731
+    assert torch.equal(text(models["mimetic"]), text(models["xavier"]))  # same seed, same text tower
+    a, b = mimetic_factors(16, 16, 0.4, 0.4, sign=-1.0)
+    assert float((a @ b.T).diagonal().mean()) == pytest.approx(-0.4, abs=0.1)
+    with pytest.raises(Exception, match="attention_init must be 'xavier' or 'mimetic'"):  # huggingface_hub's
+        FGCLIP2Config(attention_init="identity")
+    loaded = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model", attention_init="mimetic")
+    reference = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model")
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in loaded.state_dict().items())

@@ -60,6 +60,13 @@ class FGCLIP2Config(Siglip2Config):
             G×G grid to 2-D sine-cosine features (half the channels code the row, half the column, at
             geometrically spaced frequencies), so every token knows its place from the first step (for models
             trained from scratch).
+        attention_init (`str`, defaults to "xavier"): initialisation of the vision tower's self-attention layers
+            that a checkpoint does not provide. "xavier" is SigLIP's. "mimetic" is the mimetic initialisation of
+            Trockman & Kolter (2023, "Mimetic Initialization of Self-Attention Layers"): each head's query-key
+            product starts near ``0.7·Z + 0.7·I`` and each layer's value-output product near ``0.4·Z − 0.4·I``
+            (``Z`` random, ``I`` the identity), the structure attention layers of trained ViTs show — tokens
+            attend to tokens like them, nearby ones first with sine-cosine positions — so a small ViT trained
+            from scratch learns local structure (an object's shape and extent) in far fewer steps.
     """
 
     model_type = "fgclip2"
@@ -68,6 +75,7 @@ class FGCLIP2Config(Siglip2Config):
     extra_logit_scale_init: float = 4.6052
     dense_head_init: str = "random"
     position_init: str = "normal"
+    attention_init: str = "xavier"
 
     def validate_dense_head_init(self) -> None:
         if self.dense_head_init not in ("random", "local"):
@@ -76,6 +84,10 @@ class FGCLIP2Config(Siglip2Config):
     def validate_position_init(self) -> None:
         if self.position_init not in ("normal", "sincos"):
             raise ValueError(f"position_init must be 'normal' or 'sincos', got {self.position_init!r}")
+
+    def validate_attention_init(self) -> None:
+        if self.attention_init not in ("xavier", "mimetic"):
+            raise ValueError(f"attention_init must be 'xavier' or 'mimetic', got {self.attention_init!r}")
 
 
 def fgclip2_config_from_siglip2(siglip2_config) -> FGCLIP2Config:

@@ -160,6 +160,34 @@ def sincos_grid(side: int, width: int) -> torch.Tensor:
     return torch.cat([rows, cols], dim=-1).reshape(side * side, width).float()
 
 
+MIMETIC_QK = (0.7, 0.7)  # (α, β) of the query-key product α·Z + β·I (Trockman & Kolter, ViT-Tiny setting)
+MIMETIC_VO = (0.4, 0.4)  # (α, β) of the value-output product α·Z − β·I
+
+
+def mimetic_factors(width: int, rank: int, alpha: float, beta: float, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two [width, rank] factors A, B with A·Bᵀ the best rank-``rank`` approximation of ``α·Z + sign·β·I``
+    (``Z`` ~ N(0, 1/width), drawn from torch's generator): the mimetic initialisation of an attention product."""
+    target = alpha * torch.randn(width, width, dtype=torch.float64) / width**0.5
+    target += sign * beta * torch.eye(width, dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(target)
+    root = s[:rank].sqrt()
+    return (u[:, :rank] * root).float(), (vh[:rank].T * root).float()
+
+
+def mimetic_attention_weights(width: int, heads: int) -> dict[str, torch.Tensor]:
+    """``q_proj`` / ``k_proj`` / ``v_proj`` / ``out_proj`` weights (nn.Linear layout, [out, in]) of one attention
+    layer at the mimetic initialisation: per head ``W_q W_kᵀ ≈ 0.7·Z + 0.7·I``, per layer
+    ``W_v W_o ≈ 0.4·Z − 0.4·I``."""
+    head_dim = width // heads
+    q_rows, k_rows = [], []
+    for _ in range(heads):
+        w_q, w_k = mimetic_factors(width, head_dim, *MIMETIC_QK, sign=1.0)
+        q_rows.append(w_q.T)
+        k_rows.append(w_k.T)
+    w_v, w_o = mimetic_factors(width, width, *MIMETIC_VO, sign=-1.0)  # x·W_v·W_o, so out_proj.weight = W_oᵀ
+    return {"q_proj": torch.cat(q_rows), "k_proj": torch.cat(k_rows), "v_proj": w_v.T, "out_proj": w_o}
+
+
 class FGCLIP2VisionEmbeddings(nn.Module):
     """Linear patch embedding of pre-patchified pixels + the position grid resized per image."""
 
@@ -357,6 +385,14 @@ class FGCLIP2PreTrainedModel(StrictLoadingMixin, GuardedInitMixin, AttentionSele
                 init.copy_(table, sincos_grid(module.grid, table.shape[1]).to(table.device, table.dtype))
             else:
                 init.normal_(module.position_embedding.weight, std=0.02)
+        elif isinstance(module, FGCLIP2VisionTransformer):
+            if getattr(self.config, "attention_init", "xavier") == "mimetic":  # after the layers' own init
+                for layer in module.encoder.layers:
+                    attention = layer.self_attn
+                    weights = mimetic_attention_weights(attention.embed_dim, attention.num_heads)
+                    for name, value in weights.items():
+                        weight = getattr(attention, name).weight
+                        init.copy_(weight, value.to(weight.device, weight.dtype))
         elif isinstance(module, MultiheadAttentionPoolingHead):
             init.xavier_uniform_(module.probe)
             init.xavier_uniform_(module.attention.in_proj_weight)
