@@ -55,8 +55,42 @@ def _attributes(phrase: str) -> tuple[str, str, str, str]:
     return words[1], words[2], shape, position
 
 
+RELATIONS = ("to the left of", "to the right of", "above", "below")
+
+
+def _centre(xyxy) -> tuple[float, float]:
+    return (xyxy[0] + xyxy[2]) / 2, (xyxy[1] + xyxy[3]) / 2
+
+
+def _detail_level(long_expr: str, short_expr: str, rec) -> str:
+    """Which description of its box ``long_expr`` is (asserting it is true of the box): everything, relation, name,
+    size or position."""
+    size, color, shape, position = _attributes(short_expr)
+    name = f"{color} {shape}"
+    article = "an" if color[0] in "aeiou" else "a"
+    box = next(b for b in rec.bbox_info if b.short_expr == short_expr)
+    forms = {
+        f"{article} {name}": "name",
+        f"a {size} {name}": "size",
+        f"{article} {name} {position}": "position",
+    }
+    if long_expr in forms:
+        return forms[long_expr]
+    prefix = f"{short_expr} of the image, " if long_expr.startswith(f"{short_expr} of the image, ") else f"the {name} "
+    assert long_expr.startswith(prefix), long_expr
+    rest = long_expr[len(prefix) :]
+    rel = next(r for r in RELATIONS if rest.startswith(r + " the "))
+    other = next(b for b in rec.bbox_info if " ".join(b.short_expr.split()[2:4]) == rest[len(rel + " the ") :])
+    (ax, ay), (bx, by) = _centre(box.xyxy), _centre(other.xyxy)
+    assert {"to the left of": ax < bx, "to the right of": ax > bx, "above": ay < by, "below": ay > by}[rel]
+    return "everything" if prefix.startswith(short_expr) else "relation"
+
+
 def test_captions_boxes_and_hard_negatives(tmp_path):
+    """Every box: a true short caption with its four attributes, a second true caption at one of five levels of
+    detail (all used), 10 negatives each changing exactly one attribute (all four kinds used)."""
     generate(tmp_path, GenerateOptions(n=40, seed=0, workers=1))
+    levels = set()
     for ref in read_records(tmp_path / "jsonfiles" / "train"):
         rec = ref.record
         assert 2 <= len(rec.bbox_info) <= 4
@@ -68,7 +102,7 @@ def test_captions_boxes_and_hard_negatives(tmp_path):
             assert position in {p for p, _ in POSITIONS.values()}
             assert box.short_expr in rec.caption  # the long caption describes every object
             assert f"{color} {shape}" in rec.short_caption
-            assert box.long_expr.startswith(box.short_expr)
+            levels.add(_detail_level(box.long_expr, box.short_expr, rec))
             negatives = box.negatives
             assert len(negatives) == 10 and len(set(negatives)) == 10 and box.short_expr not in negatives
             changed_kinds = set()
@@ -83,6 +117,7 @@ def test_captions_boxes_and_hard_negatives(tmp_path):
                 others = {b.short_expr for b in rec.bbox_info if b is not box}
                 assert neg not in others  # never the true description of another object
             assert changed_kinds == {0, 1, 2, 3}  # colour, shape, size and position all used
+    assert levels == {"everything", "relation", "name", "size", "position"}
 
 
 def test_no_negative_still_describes_its_object(tmp_path):

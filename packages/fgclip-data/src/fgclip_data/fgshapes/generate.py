@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-GENERATOR_VERSION = 2  # 2: no position negative that still describes the object ("on the left" for the top left)
+# 2: no position negative that still describes the object ("on the left" for the top left)
+# 3: the second region caption describes the box at a level of detail drawn per box (see region_description)
+GENERATOR_VERSION = 3
 RECORDS_PER_FILE = 10_000
 
 COLORS = {
@@ -274,22 +276,46 @@ def hard_negatives(shape: Shape, others: list[Shape], count: int, rng: np.random
     return [chosen[i] for i in order]
 
 
+DETAIL_LEVELS = ("everything", "relation", "name", "size", "position")
+
+
+def region_description(s: Shape, nearest: Shape, level: str) -> tuple[str, str]:
+    """The second region caption (``long_expr``) of a box, English and Chinese, at a level of detail: everything
+    (its four attributes and its place next to its nearest neighbour), its relation to that neighbour, its name
+    only, its name and size, or its name and position — as FineHARD's region captions range from a bare category
+    to a long description."""
+    rel, rel_zh = _relation(s, nearest)
+    position, position_zh = POSITIONS[s.position]
+    size_zh = SIZES[s.size][0]
+    return {
+        "everything": (
+            f"{s.phrase()} of the image, {rel} the {nearest.name}",
+            f"图片{s.phrase_zh()}，在{nearest.name_zh}的{rel_zh}",
+        ),
+        "relation": (f"the {s.name} {rel} the {nearest.name}", f"在{nearest.name_zh}{rel_zh}的{s.name_zh}"),
+        "name": (_a(s.name), s.name_zh),
+        "size": (f"a {s.size} {s.name}", f"{size_zh}{s.name_zh}"),
+        "position": (f"{_a(s.name)} {position}", f"{position_zh}的{s.name_zh}"),
+    }[level]
+
+
 def records_for(index: int, shapes: list[Shape], background: str, f_path: str, negatives: int) -> dict[str, dict]:
     """The English and the Chinese FineHARD record of one scene."""
     rng = np.random.default_rng([index, 7])
+    detail = np.random.default_rng([index, 11])  # its own stream: the hard negatives stay those of version 2
     text = captions(shapes, background)
     boxes_en, boxes_zh = [], []
     for k, s in enumerate(shapes):
         others = shapes[:k] + shapes[k + 1 :]
         changes = hard_negatives(s, others, negatives, rng)
         nearest = min(others, key=lambda o: math.dist(o.center, s.center))
-        rel, rel_zh = _relation(s, nearest)
+        long_en, long_zh = region_description(s, nearest, DETAIL_LEVELS[int(detail.integers(len(DETAIL_LEVELS)))])
         bbox = [round(v, 6) for v in s.box] + [1.0]
         boxes_en.append(
             {
                 "bbox": bbox,
                 "short_expr": s.phrase(),
-                "long_expr": f"{s.phrase()} of the image, {rel} the {nearest.name}",
+                "long_expr": long_en,
                 "flag_short_neg": 1,
                 "short_expr_negs": {f"n{j}": s.phrase(**c) for j, c in enumerate(changes)},
             }
@@ -298,7 +324,7 @@ def records_for(index: int, shapes: list[Shape], background: str, f_path: str, n
             {
                 "bbox": bbox,
                 "short_expr": s.phrase_zh(),
-                "long_expr": f"图片{s.phrase_zh()}，在{nearest.name_zh}的{rel_zh}",
+                "long_expr": long_zh,
                 "flag_short_neg": 1,
                 "short_expr_negs": {f"n{j}": s.phrase_zh(**c) for j, c in enumerate(changes)},
             }
