@@ -216,7 +216,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"fgshapes_n": 20000, "max_num_patches": 256, "negatives": 10},
         "loss": {"hard_weight": 2.0, "region_weight": 1.0},
         "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
-        "schedule": {"epochs": 1.25, "batch_size": 32, "warmup_steps": 20, "seed": 0},  # 703 steps
+        "schedule": {"epochs": 1.6, "batch_size": 32, "warmup_steps": 20, "seed": 0},  # 900 steps
         "runtime": {"output_dir": "runs/fgshapes", "zero_stage": 2, "eval_every": 200},
     },
     # a small FG-CLIP v1 from scratch on FG-Shapes (CLIP token ids; 64 px squashed images)
