@@ -62,13 +62,13 @@ def _centre(xyxy) -> tuple[float, float]:
     return (xyxy[0] + xyxy[2]) / 2, (xyxy[1] + xyxy[3]) / 2
 
 
-def _detail_level(long_expr: str, short_expr: str, rec) -> str:
-    """Which description of its box ``long_expr`` is (asserting it is true of the box): everything, relation, name,
-    size or position."""
+def _detail_level(box, rec) -> str:
+    """Which description of ``box`` its ``long_expr`` is (asserting it is true of the box): everything, relation,
+    name, size or position."""
+    long_expr, short_expr = box.long_expr, box.short_expr
     size, color, shape, position = _attributes(short_expr)
     name = f"{color} {shape}"
     article = "an" if color[0] in "aeiou" else "a"
-    box = next(b for b in rec.bbox_info if b.short_expr == short_expr)
     forms = {
         f"{article} {name}": "name",
         f"a {size} {name}": "size",
@@ -102,7 +102,7 @@ def test_captions_boxes_and_hard_negatives(tmp_path):
             assert position in {p for p, _ in POSITIONS.values()}
             assert box.short_expr in rec.caption  # the long caption describes every object
             assert f"{color} {shape}" in rec.short_caption
-            levels.add(_detail_level(box.long_expr, box.short_expr, rec))
+            levels.add(_detail_level(box, rec))
             negatives = box.negatives
             assert len(negatives) == 10 and len(set(negatives)) == 10 and box.short_expr not in negatives
             changed_kinds = set()
