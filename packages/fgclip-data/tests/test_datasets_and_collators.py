@@ -98,3 +98,48 @@ def test_stream_skips_bad_records(finehard, tmp_path):
     items = list(stream)
     assert len(items) == 1 and isinstance(items[0], Skipped)
     assert stream.report.skipped == 2
+
+
+def test_tokenize_each_distinct_text_once_gives_the_tokenizers_ids(clip_tokenizer, gemma_like_tokenizer, monkeypatch):
+    """Repeated texts are tokenized once per batch (v1, padded to the longest) and, with FG-CLIP 2's fixed-length
+    padding, kept across batches; the ids are exactly the tokenizer's either way, also once the cache is full."""
+    import fgclip_data.collate as collate_module
+
+    texts = ["a red square", "a cat", "a red square", "two big blue circles left of a dog", "a cat", ""]
+    later = ["a cat", "the green triangle", "a red square", "a cat"]
+    cases = (
+        (FGCLIPCollator(clip_tokenizer, None), clip_tokenizer, True, 77),
+        (FGCLIP2Collator(gemma_like_tokenizer, None), gemma_like_tokenizer, "max_length", 64),
+    )
+    for collate, tokenizer, padding, length in cases:
+        calls = []
+        real = tokenizer.__class__.__call__
+
+        def spy(self, batch, *args, _real=real, _calls=calls, **kwargs):
+            _calls.append(list(batch))
+            return _real(self, batch, *args, **kwargs)
+
+        monkeypatch.setattr(tokenizer.__class__, "__call__", spy)
+        for batch in (texts, later, texts):
+            expect = real(tokenizer, batch, padding=padding, truncation=True, max_length=length, return_tensors="pt")
+            assert torch.equal(collate.tokenize(batch, length), expect["input_ids"])
+        monkeypatch.undo()
+        assert all(len(c) == len(set(c)) for c in calls)  # no text twice in one tokenizer call
+        if padding == "max_length":  # rows kept: only texts never seen before reach the tokenizer
+            assert sorted(t for c in calls for t in c) == sorted(set(texts) | set(later))
+            monkeypatch.setattr(collate_module, "TEXT_CACHE_SIZE", 6)
+            fresh = ["a blue dog", "an owl", "a blue dog"]
+            expect = tokenizer(fresh, padding=padding, truncation=True, max_length=length, return_tensors="pt")
+            assert torch.equal(collate.tokenize(fresh, length), expect["input_ids"])
+            assert set(collate._rows[length]) == set(fresh)  # full: cleared, then refilled
+        else:
+            assert len(calls) == 3  # batch-dependent width: tokenized per batch, distinct texts only
+
+
+def test_word_counts_split_each_distinct_text_once_and_count_every_occurrence():
+    from fgclip_data.tokenizer import build_word_tokenizer, corpus_words
+
+    texts = ["A red circle", "a red circle", "a red circle", "two blue squares, left"]
+    assert corpus_words(texts) == {"a": 3, "red": 3, "circle": 3, "two": 1, "blue": 1, "squares": 1, ",": 1, "left": 1}
+    vocab = build_word_tokenizer(texts, "fgclip2").get_vocab()
+    assert [w for w, _ in sorted(vocab.items(), key=lambda kv: kv[1])][4:7] == ["a", "circle", "red"]  # by count

@@ -179,3 +179,29 @@ def test_gradient_checkpointing_switch_turns_it_on_without_deprecated_calls():
         model = get_family(config.model.family).build_model(config, tokenizer)
         layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
         assert layers and all(m.gradient_checkpointing is on for m in layers)
+
+
+def test_validation_encodes_each_distinct_text_once(gemma_like_tokenizer):
+    """The validator's text features: repeated texts (the hard-negative rewrites) are encoded once and gathered
+    back, the same features and order as encoding every row."""
+    import torch.nn.functional as F
+
+    from fgclip_data import FGCLIP2Collator
+    from fgclip_model.fgclip2.modeling import FGCLIP2Model
+    from fgclip_model.tiny import fgclip2_config
+    from fgclip_train.validation import Validator
+
+    torch.manual_seed(0)
+    model = FGCLIP2Model(fgclip2_config(vocab_size=64, short_length=16)).eval()
+    validator = Validator.__new__(Validator)
+    validator.collator = FGCLIP2Collator(gemma_like_tokenizer, None)
+    texts = ["a red square", "a blue circle left", "a red square", "the green triangle", "a blue circle left"]
+    encoded = []
+    real = model.get_text_features
+    model.get_text_features = lambda ids, **kw: encoded.append(len(ids)) or real(ids, **kw)
+    with torch.no_grad():
+        got = validator._texts(model, texts, "box", 16, "cpu")
+        each = F.normalize(real(validator.collator.tokenize(texts, 16), walk_type="box"), dim=-1)
+    assert encoded == [3]
+    torch.testing.assert_close(got, each, rtol=0, atol=1e-6)
+    assert validator._texts(model, [], "box", 16, "cpu").shape[0] == 0

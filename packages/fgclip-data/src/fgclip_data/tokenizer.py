@@ -24,11 +24,13 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
 
 
 def corpus_words(texts: Iterable[str]) -> Counter:
+    """How often each word occurs in ``texts`` (each distinct text is split once: region phrases repeat)."""
     pre = _pre_tokenizer()
     norm = normalizers.Lowercase()
     counts: Counter = Counter()
-    for text in texts:
-        counts.update(piece for piece, _ in pre.pre_tokenize_str(norm.normalize_str(text)))
+    for text, n in Counter(texts).items():
+        for piece, _ in pre.pre_tokenize_str(norm.normalize_str(text)):
+            counts[piece] += n
     return counts
 
 

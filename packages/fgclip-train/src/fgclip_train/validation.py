@@ -98,11 +98,16 @@ class Validator:
         self.classes = classes(vocabulary) if vocabulary else None
 
     def _texts(self, model, texts: list[str], walk: str, length: int, device) -> torch.Tensor:
+        """Normalised features of ``texts``, each distinct text encoded once (hard-negative rewrites repeat)."""
+        distinct = list(dict.fromkeys(texts))
         out = []
-        for start in range(0, len(texts), 512):
-            ids = self.collator.tokenize(texts[start : start + 512], length).to(device)
+        for start in range(0, len(distinct), 512):
+            ids = self.collator.tokenize(distinct[start : start + 512], length).to(device)
             out.append(F.normalize(model.get_text_features(ids, walk_type=walk).float(), dim=-1))
-        return torch.cat(out) if out else torch.zeros(0, 1, device=device)
+        if not out:
+            return torch.zeros(0, 1, device=device)
+        where = {t: i for i, t in enumerate(distinct)}
+        return torch.cat(out)[torch.tensor([where[t] for t in texts], device=device)]
 
     def _images(self, model, batch: dict, device):
         """(global image features, one region-feature tensor per image) of a collated batch."""
