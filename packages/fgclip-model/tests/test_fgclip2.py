@@ -180,6 +180,28 @@ def test_fixed_budget_is_honoured_and_the_largest_bucket_wins():
     assert mixed["pixel_values"].shape[1] == 1024
 
 
+@pytest.mark.parametrize("budget", [256, 64, 17])
+def test_batched_patchification_is_transformers_siglip2_output_bit_for_bit(budget):
+    """FG-CLIP 2's processor writes every image into one padded batch: the same arrays as transformers'
+    SigLIP 2 processor (resize, rescale, normalise, patches, padding, mask, grid) for mixed sizes and modes."""
+    from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
+
+    rng = np.random.default_rng(0)
+    sizes = [(64, 224), (225, 31), (16, 16), (130, 130), (9, 300)]
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
+    images.append(Image.fromarray(rng.integers(0, 256, (40, 50), dtype=np.uint8)).convert("RGB"))
+    for kwargs in ({}, {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.9, 0.8, 0.7]}, {"do_normalize": False}):
+        want = Siglip2ImageProcessorPil()(images, max_num_patches=budget, return_tensors="pt", **kwargs)
+        got = FGCLIP2ImageProcessor()(
+            images, max_num_patches=budget, dynamic_max_patches=False, return_tensors="pt", **kwargs
+        )
+        assert set(got) == set(want)
+        for key in want:
+            assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+    lists = FGCLIP2ImageProcessor()(images[:2], max_num_patches=budget, dynamic_max_patches=False)
+    assert isinstance(lists["pixel_values"], list)  # no tensors asked for: transformers' own path, its lists
+
+
 # ------------------------------------------------------------------------------------- SigLIP 2 conversion
 
 

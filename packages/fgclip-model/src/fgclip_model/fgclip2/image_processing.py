@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 from transformers import BatchFeature
-from transformers.image_utils import get_image_size, make_flat_list_of_images, to_numpy_array
+from transformers.image_utils import SizeDict, get_image_size, make_flat_list_of_images, to_numpy_array
 from transformers.models.siglip2.image_processing_pil_siglip2 import (
     Siglip2ImageProcessorKwargs,
     Siglip2ImageProcessorPil,
+    convert_image_to_patches,
+    get_image_size_for_max_num_patches,
 )
 
 # (more than this many patches in the original image -> this budget), checked in order; else the smallest
@@ -82,6 +84,37 @@ class FGCLIP2ImageProcessor(Siglip2ImageProcessorPil):
             for im, b in zip(flat, budgets, strict=True)
         ]
         return _pad_to_longest(singles, return_tensors)
+
+    def _preprocess(self, images: list[np.ndarray], **kwargs) -> BatchFeature:
+        """transformers' SigLIP 2 steps with the same arithmetic (PIL resize; ``x * rescale_factor`` in float64,
+        then float32; ``(x - mean) / std`` in float32), each image written straight into one zero-padded batch
+        array instead of padded and stacked afterwards: the same output, in about half the time."""
+        if kwargs.get("return_tensors") is None or not images:
+            return super()._preprocess(images, **kwargs)
+        patch, budget = kwargs["patch_size"], kwargs["max_num_patches"]
+        channels = images[0].shape[0]
+        values = np.zeros((len(images), budget, patch * patch * channels), np.float32)
+        mask = np.zeros((len(images), budget), np.int32)
+        shapes = []
+        mean = std = None
+        if kwargs["do_normalize"]:
+            mean, std = (np.broadcast_to(np.asarray(v, np.float32), (channels,))[:, None, None]
+                         for v in (kwargs["image_mean"], kwargs["image_std"]))  # fmt: skip
+        for i, image in enumerate(images):
+            if kwargs["do_resize"]:
+                height, width = get_image_size_for_max_num_patches(image.shape[-2], image.shape[-1], patch, budget)
+                image = self.resize(image=image, size=SizeDict(height=height, width=width), resample=kwargs["resample"])
+            if kwargs["do_rescale"]:
+                image = (image.astype(np.float64) * kwargs["rescale_factor"]).astype(np.float32)
+            if mean is not None:
+                image = image.astype(np.float32) if not np.issubdtype(image.dtype, np.floating) else image
+                image = (image - mean.astype(image.dtype)) / std.astype(image.dtype)
+            patches = convert_image_to_patches(image, patch)[:budget]
+            values[i, : len(patches)] = patches
+            mask[i, : len(patches)] = 1
+            shapes.append((image.shape[-2] // patch, image.shape[-1] // patch))
+        data = {"pixel_values": values, "pixel_attention_mask": mask, "spatial_shapes": np.array(shapes)}
+        return BatchFeature(data, tensor_type=kwargs["return_tensors"])
 
 
 def _pad_to_longest(singles: list[BatchFeature], return_tensors) -> BatchFeature:
