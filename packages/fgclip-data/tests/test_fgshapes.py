@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import hashlib
 import json
 
@@ -89,8 +91,8 @@ def _detail_level(box, rec) -> str:
 def test_captions_boxes_and_hard_negatives(tmp_path):
     """Every box: a true short caption with its four attributes, a second true caption at one of five levels of
     detail (all used), 10 negatives each changing exactly one attribute (all four kinds used)."""
-    generate(tmp_path, GenerateOptions(n=40, seed=0, workers=1))
-    levels = set()
+    generate(tmp_path, GenerateOptions(n=400, seed=0, workers=1))
+    levels = Counter()
     for ref in read_records(tmp_path / "jsonfiles" / "train"):
         rec = ref.record
         assert 2 <= len(rec.bbox_info) <= 4
@@ -102,7 +104,7 @@ def test_captions_boxes_and_hard_negatives(tmp_path):
             assert position in {p for p, _ in POSITIONS.values()}
             assert box.short_expr in rec.caption  # the long caption describes every object
             assert f"{color} {shape}" in rec.short_caption
-            levels.add(_detail_level(box, rec))
+            levels[_detail_level(box, rec)] += 1
             negatives = box.negatives
             assert len(negatives) == 10 and len(set(negatives)) == 10 and box.short_expr not in negatives
             changed_kinds = set()
@@ -117,7 +119,9 @@ def test_captions_boxes_and_hard_negatives(tmp_path):
                 others = {b.short_expr for b in rec.bbox_info if b is not box}
                 assert neg not in others  # never the true description of another object
             assert changed_kinds == {0, 1, 2, 3}  # colour, shape, size and position all used
-    assert levels == {"everything", "relation", "name", "size", "position"}
+    assert set(levels) == {"everything", "relation", "name", "size", "position"}
+    share = levels["name"] / sum(levels.values())  # drawn 3 in 7
+    assert 0.36 < share < 0.5 and all(0.08 < n / sum(levels.values()) < 0.22 for k, n in levels.items() if k != "name")
 
 
 def test_no_negative_still_describes_its_object(tmp_path):

@@ -31,7 +31,8 @@ from PIL import Image, ImageDraw
 
 # 2: no position negative that still describes the object ("on the left" for the top left)
 # 3: the second region caption describes the box at a level of detail drawn per box (see region_description)
-GENERATOR_VERSION = 3
+# 4: that level is the bare name three times as often as each other level (DETAIL_WEIGHTS)
+GENERATOR_VERSION = 4
 RECORDS_PER_FILE = 10_000
 
 COLORS = {
@@ -276,7 +277,12 @@ def hard_negatives(shape: Shape, others: list[Shape], count: int, rng: np.random
     return [chosen[i] for i in order]
 
 
-DETAIL_LEVELS = ("everything", "relation", "name", "size", "position")
+# how often each level of detail of the second region caption is drawn: the bare name ("a red circle", the form
+# of FineHARD's shortest region captions and of the box-classification prompts) three times as often as each
+# other level, the other levels once (region captions then name a box without its size and place ~20 % of the time)
+DETAIL_WEIGHTS = {"everything": 1, "relation": 1, "name": 3, "size": 1, "position": 1}
+DETAIL_LEVELS = tuple(DETAIL_WEIGHTS)
+_DETAIL_DRAW = tuple(level for level, weight in DETAIL_WEIGHTS.items() for _ in range(weight))
 
 
 def region_description(s: Shape, nearest: Shape, level: str) -> tuple[str, str]:
@@ -309,7 +315,7 @@ def records_for(index: int, shapes: list[Shape], background: str, f_path: str, n
         others = shapes[:k] + shapes[k + 1 :]
         changes = hard_negatives(s, others, negatives, rng)
         nearest = min(others, key=lambda o: math.dist(o.center, s.center))
-        long_en, long_zh = region_description(s, nearest, DETAIL_LEVELS[int(detail.integers(len(DETAIL_LEVELS)))])
+        long_en, long_zh = region_description(s, nearest, _DETAIL_DRAW[int(detail.integers(len(_DETAIL_DRAW)))])
         bbox = [round(v, 6) for v in s.box] + [1.0]
         boxes_en.append(
             {
