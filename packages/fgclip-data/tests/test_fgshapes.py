@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 import hashlib
 import json
+from collections import Counter
 
 import pytest
 from PIL import Image
