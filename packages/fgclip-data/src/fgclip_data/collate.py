@@ -23,6 +23,13 @@ from fgclip_data.finehard.samples import Sample, Skipped
 TEXT_CACHE_SIZE = 100_000  # texts whose fixed-length token rows a collator keeps (cleared when full)
 
 
+def distinct_texts(texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    """The distinct texts in first-seen order, and for every text the index of its distinct text."""
+    distinct = list(dict.fromkeys(texts))
+    where = {t: i for i, t in enumerate(distinct)}
+    return distinct, [where[t] for t in texts]
+
+
 class _Collator:
     short_length: int
     long_length: int
@@ -58,10 +65,8 @@ class _Collator:
         if not texts:
             return torch.zeros(0, length if self.padding == "max_length" else 1, dtype=torch.long)
         if self.padding != "max_length":  # padded to the batch's longest text: the same set of texts, the same width
-            distinct = list(dict.fromkeys(texts))
-            ids = self._ids(distinct, length)
-            where = {t: i for i, t in enumerate(distinct)}
-            return ids[[where[t] for t in texts]]
+            distinct, index = distinct_texts(texts)
+            return self._ids(distinct, length)[index]
         cache = self._rows.setdefault(length, {})
         missing = [t for t in dict.fromkeys(texts) if t not in cache]
         if missing:

@@ -19,6 +19,7 @@ import random
 import torch
 import torch.nn.functional as F
 
+from fgclip_data.collate import distinct_texts
 from fgclip_data.fgshapes.tasks import (
     box_class,
     box_classification_accuracy,
@@ -99,15 +100,14 @@ class Validator:
 
     def _texts(self, model, texts: list[str], walk: str, length: int, device) -> torch.Tensor:
         """Normalised features of ``texts``, each distinct text encoded once (hard-negative rewrites repeat)."""
-        distinct = list(dict.fromkeys(texts))
+        distinct, index = distinct_texts(texts)
         out = []
         for start in range(0, len(distinct), 512):
             ids = self.collator.tokenize(distinct[start : start + 512], length).to(device)
             out.append(F.normalize(model.get_text_features(ids, walk_type=walk).float(), dim=-1))
         if not out:
             return torch.zeros(0, 1, device=device)
-        where = {t: i for i, t in enumerate(distinct)}
-        return torch.cat(out)[torch.tensor([where[t] for t in texts], device=device)]
+        return torch.cat(out)[torch.tensor(index, device=device)]
 
     def _images(self, model, batch: dict, device):
         """(global image features, one region-feature tensor per image) of a collated batch."""
