@@ -190,7 +190,14 @@ def test_batched_patchification_is_transformers_siglip2_output_bit_for_bit(budge
     sizes = [(64, 224), (225, 31), (16, 16), (130, 130), (9, 300)]
     images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in sizes]
     images.append(Image.fromarray(rng.integers(0, 256, (40, 50), dtype=np.uint8)).convert("RGB"))
-    for kwargs in ({}, {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.9, 0.8, 0.7]}, {"do_normalize": False}):
+    cases = (
+        {},
+        {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.9, 0.8, 0.7]},
+        {"do_normalize": False},
+        {"rescale_factor": 1 / 127.5, "image_mean": 1.0},
+        {"do_rescale": False},  # no level table: the elementwise path
+    )
+    for kwargs in cases:
         want = Siglip2ImageProcessorPil()(images, max_num_patches=budget, return_tensors="pt", **kwargs)
         got = FGCLIP2ImageProcessor()(
             images, max_num_patches=budget, dynamic_max_patches=False, return_tensors="pt", **kwargs

@@ -49,6 +49,11 @@ def test_dense_and_roi_features(model, io):
     regions = model.get_image_region_features(io["pixel_values"], [b / 4 for b in boxes])
     assert [r.shape[0] for r in regions] == [len(b) for b in boxes]
     torch.testing.assert_close(torch.cat(regions), io["roi_features"], **TOL)
+    # global and region features from one pass of the vision tower (what validation uses)
+    image, regions = model.get_image_and_region_features(io["pixel_values"], [b / 4 for b in boxes])
+    torch.testing.assert_close(image, io["image_embeds"], **TOL)
+    assert [r.shape[0] for r in regions] == [len(b) for b in boxes]
+    torch.testing.assert_close(torch.cat(regions), io["roi_features"], **TOL)
 
 
 def _batch(io, full: bool) -> dict:

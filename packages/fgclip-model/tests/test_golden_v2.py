@@ -58,6 +58,18 @@ def test_model_outputs(golden, name):
     for i, region in enumerate(regions):
         assert region.shape == io[f"region_features_{i}"].shape
         torch.testing.assert_close(region, io[f"region_features_{i}"], **TOL)
+    # global and region features from one pass of the vision tower (what validation uses): normalised boxes
+    shapes = meta["image_sizes_hw"]
+    boxes = [
+        torch.tensor(b).reshape(-1, 4) / torch.tensor([w, h, w, h])
+        for b, (h, w) in zip(meta["regions_xyxy_pixels"], shapes, strict=True)
+    ]
+    embeds, regions = model.get_image_and_region_features(*image, boxes=boxes)
+    torch.testing.assert_close(embeds, io["image_embeds"], **TOL)
+    for i, region in enumerate(regions):
+        torch.testing.assert_close(region, io[f"region_features_{i}"], **TOL)
+    with pytest.raises(ValueError, match="one box list per image"):
+        model.get_image_and_region_features(*image, boxes=boxes[:2])
     out = model(
         input_ids=io["input_ids_short"], pixel_values=image[0], pixel_attention_mask=image[1], spatial_shapes=image[2]
     )

@@ -205,3 +205,40 @@ def test_validation_encodes_each_distinct_text_once(gemma_like_tokenizer):
     assert encoded == [3]
     torch.testing.assert_close(got, each, rtol=0, atol=1e-6)
     assert validator._texts(model, [], "box", 16, "cpu").shape[0] == 0
+
+
+def test_validation_prepares_pixels_once_and_matches_two_pass_features(tiny_overrides, monkeypatch):
+    """The validator keeps its collated pixels between calls when they fit (the same metrics as preparing them
+    each time), and its one-pass global + region features equal the two feature calls."""
+    from fgclip_train import validation
+    from fgclip_train.engine import setup_distributed
+    from fgclip_train.loop import build_run, preflight, start_output
+
+    config, (sources, records, val_records) = preflight(load_config(overrides=tiny_overrides))
+    env = setup_distributed()
+    run = build_run(config, sources, records, val_records, env, start_output(config, env))
+    model, validator = run.engine.module, run.validator
+    prepared = []
+    images = validator.collator.images
+    monkeypatch.setattr(validator.collator, "images", lambda ims: prepared.append(len(ims)) or images(ims))
+    first, second = validator(model), validator(model)
+    assert sum(prepared) == len(validator.samples) > 0  # the second call reused the first's pixels
+    assert first == second
+    monkeypatch.setattr(validation, "PIXEL_CACHE_BYTES", 0)
+    uncached = validation.Validator(
+        val_records, sources.images, run.tokenizer, validator.collator, run.data.resize, None, 10
+    )
+    uncached.classes = validator.classes
+    prepared.clear()
+    assert uncached(model) == first and uncached(model) == first
+    assert sum(prepared) == 2 * len(uncached.samples)  # nothing kept: prepared at each call
+    chunk, batch = next(iter(validator._batches()))
+    with torch.no_grad():
+        image, regions = validator._images(model, chunk, batch, "cpu")
+        inputs = validation.image_inputs(batch, "cpu")
+        boxes = [torch.tensor(s.boxes).reshape(-1, 4) for s in chunk]
+        two_pass = torch.nn.functional.normalize(model.get_image_features(**inputs), dim=-1)
+        two_pass_regions = model.get_image_region_features(**inputs, boxes=boxes)
+    torch.testing.assert_close(image, two_pass, atol=1e-6, rtol=1e-5)
+    for got, want in zip(regions, two_pass_regions, strict=True):
+        torch.testing.assert_close(got, torch.nn.functional.normalize(want, dim=-1), atol=1e-6, rtol=1e-5)

@@ -194,6 +194,9 @@ SMALL_TOWER = tower(width=96, layers=3, heads=4, mlp=4)  # the FG-Shapes models'
 # FG-Shapes texts are short attribute phrases: one text layer reads them as well as three (measured) at a third of
 # the cost, and the text side, ~600 distinct texts a step, is most of the step
 SMALL_TEXT_TOWER = tower(width=96, layers=1, heads=4, mlp=4)
+# exact (erf) GELU instead of SigLIP's tanh approximation: the same curve (within 5e-4), 3x faster forward and
+# backward in PyTorch on CPUs (measured here: 12 vs 39 ms on the text MLP of a step), a seventh of the step
+FAST_GELU = {"hidden_act": "gelu"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # the default: a small FG-CLIP 2 from scratch on FG-Shapes, minutes on a laptop CPU
@@ -201,8 +204,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {
             "family": "fgclip2",
             "size": {
-                "text_config": {**SMALL_TEXT_TOWER, "max_position_embeddings": 24, "longtext_len": 96, "keep_len": 8},
-                "vision_config": {**SMALL_TOWER, "num_patches": 256, "patch_size": 16},
+                "text_config": {
+                    **SMALL_TEXT_TOWER,
+                    **FAST_GELU,
+                    "max_position_embeddings": 24,
+                    "longtext_len": 96,
+                    "keep_len": 8,
+                },
+                "vision_config": {**SMALL_TOWER, **FAST_GELU, "num_patches": 256, "patch_size": 16},
                 # fresh heads, positions and attention that keep each patch's place and content and let it read
                 # its object's shape and extent from the first step (see FGCLIP2Config)
                 "dense_head_init": "local",

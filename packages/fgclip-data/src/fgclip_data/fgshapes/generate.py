@@ -23,7 +23,7 @@ import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,11 +88,11 @@ class Shape:
     box: tuple[float, float, float, float]  # normalised xyxy
 
     def phrase(self, **changes) -> str:
-        s = Shape(**{**asdict(self), **changes}) if changes else self
+        s = replace(self, **changes) if changes else self
         return f"a {s.size} {s.color} {s.shape} {POSITIONS[s.position][0]}"
 
     def phrase_zh(self, **changes) -> str:
-        s = Shape(**{**asdict(self), **changes}) if changes else self
+        s = replace(self, **changes) if changes else self
         return f"{POSITIONS[s.position][1]}的{SIZES[s.size][0]}{COLORS[s.color][1]}{SHAPES[s.shape]}"
 
     @property

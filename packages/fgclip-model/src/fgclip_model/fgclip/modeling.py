@@ -445,6 +445,23 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         if len(boxes) != pixel_values.shape[0]:
             raise ValueError(f"got {len(boxes)} box lists for {pixel_values.shape[0]} images")
         feature_map = self._dense_map(pixel_values, interpolate_pos_encoding)
+        return self._regions_per_image(feature_map, boxes, image_sizes)
+
+    def get_image_and_region_features(
+        self, pixel_values: torch.Tensor, boxes: list[torch.Tensor], interpolate_pos_encoding: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``get_image_features`` and ``get_image_region_features(boxes=...)`` (normalised xyxy per image) from one
+        pass of the vision tower: (global embeddings [B, P], one un-normalised [n_i, P] tensor per image)."""
+        if len(boxes) != pixel_values.shape[0]:
+            raise ValueError(f"got {len(boxes)} box lists for {pixel_values.shape[0]} images")
+        trunk, grid_hw = self.vision_model.trunk(pixel_values, interpolate_pos_encoding)
+        image = self.visual_projection(self.vision_model.pool(trunk))
+        feature_map = dense_to_map(self.visual_projection(self.vision_model.dense(trunk)), grid_hw)
+        return image, self._regions_per_image(feature_map, boxes, None)
+
+    @staticmethod
+    def _regions_per_image(feature_map, boxes, image_sizes) -> list[torch.Tensor]:
+        """RoI features of ``boxes[i]`` (pixels of ``image_sizes[i]``, or normalised) on a [B, P, h, w] map."""
         grid_hw = (feature_map.shape[-2], feature_map.shape[-1])
         grid_boxes = []
         for i, b in enumerate(boxes):

@@ -553,6 +553,32 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
             )
         shapes = self._shapes(pixel_values, spatial_shapes)
         dense = self.get_image_dense_features(pixel_values, pixel_attention_mask, shapes)
+        return self._regions_per_image(dense, shapes, region_infos, image_sizes)
+
+    def get_image_and_region_features(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_attention_mask: torch.Tensor | None = None,
+        spatial_shapes: torch.Tensor | None = None,
+        boxes: list | None = None,
+        **_: object,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``get_image_features`` and ``get_image_region_features(boxes=...)`` (normalised xyxy per image) from one
+        pass of the vision tower: (global embeddings [B, D], one un-normalised [K_b, D] tensor per image)."""
+        if boxes is None or len(boxes) != pixel_values.shape[0]:
+            given = "none" if boxes is None else len(boxes)
+            raise ValueError(
+                f"get_image_and_region_features needs one box list per image: got {given} for "
+                f"{pixel_values.shape[0]} images"
+            )
+        shapes = self._shapes(pixel_values, spatial_shapes)
+        tokens = self.vision_model(pixel_values, pixel_attention_mask, shapes)
+        image = self.vision_model.head(tokens, pixel_attention_mask)
+        dense = self.dense_feature_head.dense(tokens, pixel_attention_mask)
+        return image, self._regions_per_image(dense, shapes, boxes, [(1, 1)] * len(boxes))
+
+    def _regions_per_image(self, dense, shapes, region_infos, image_sizes) -> list[torch.Tensor]:
+        """RoI features of pixel boxes ``region_infos[b]`` of images of (height, width) ``image_sizes[b]``."""
         normalised = []
         for b, (regions, (height, width)) in enumerate(zip(region_infos, image_sizes, strict=True)):
             regions = torch.as_tensor(regions, dtype=torch.float32).reshape(-1, 4)
