@@ -227,7 +227,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # (450-step runs: 0.74 / 0.77 / 0.79 / 0.81 at weights 1 / 2 / 3 / 5) while hard negatives stay level
         "loss": {"hard_weight": 2.0, "region_weight": 5.0},
         "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
-        "schedule": {"epochs": 1.6, "batch_size": 32, "warmup_steps": 20, "seed": 0},  # 900 steps
+        "schedule": {"epochs": 1.7777, "batch_size": 32, "warmup_steps": 20, "seed": 0},  # 1000 steps
         "runtime": {"output_dir": "runs/fgshapes", "zero_stage": 2, "eval_every": 200},
     },
     # a small FG-CLIP v1 from scratch on FG-Shapes (CLIP token ids; 64 px squashed images)
