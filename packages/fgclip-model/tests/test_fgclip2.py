@@ -195,7 +195,7 @@ def test_batched_patchification_is_transformers_siglip2_output_bit_for_bit(budge
         {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.9, 0.8, 0.7]},
         {"do_normalize": False},
         {"rescale_factor": 1 / 127.5, "image_mean": 1.0},
-        {"do_rescale": False},  # no level table: the elementwise path
+        {"do_rescale": False},
     )
     for kwargs in cases:
         want = Siglip2ImageProcessorPil()(images, max_num_patches=budget, return_tensors="pt", **kwargs)

@@ -54,6 +54,8 @@ def test_dense_and_roi_features(model, io):
     torch.testing.assert_close(image, io["image_embeds"], **TOL)
     assert [r.shape[0] for r in regions] == [len(b) for b in boxes]
     torch.testing.assert_close(torch.cat(regions), io["roi_features"], **TOL)
+    with pytest.raises(ValueError, match="box lists for 3 images"):
+        model.get_image_and_region_features(io["pixel_values"], [b / 4 for b in boxes[:2]])
 
 
 def _batch(io, full: bool) -> dict:

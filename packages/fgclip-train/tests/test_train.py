@@ -225,10 +225,9 @@ def test_validation_prepares_pixels_once_and_matches_two_pass_features(tiny_over
     assert sum(prepared) == len(validator.samples) > 0  # the second call reused the first's pixels
     assert first == second
     monkeypatch.setattr(validation, "PIXEL_CACHE_BYTES", 0)
-    uncached = validation.Validator(
-        val_records, sources.images, run.tokenizer, validator.collator, run.data.resize, None, 10
+    uncached = validation.build_validator(
+        config, val_records, sources, run.tokenizer, validator.collator, run.data.resize
     )
-    uncached.classes = validator.classes
     prepared.clear()
     assert uncached(model) == first and uncached(model) == first
     assert sum(prepared) == 2 * len(uncached.samples)  # nothing kept: prepared at each call
