@@ -20,6 +20,8 @@ import torch.distributed as dist
 
 from fgclip_model.loading import unsupported_global
 
+from .adapters import lora_scalings, merged_state_dict
+
 STEP_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -148,6 +150,9 @@ class Checkpointer:
         if self.rank == 0:
             if engine.bfloat16_enabled() or engine.fp16_enabled():  # export the fp32 master weights
                 weights = master_weights(tmp, weights)
+            scalings = lora_scalings(engine.module)
+            if scalings:  # LoRA folded into the weights: the checkpoint loads like a released one
+                weights = merged_state_dict(weights, scalings)
             engine.module.save_pretrained(tmp / "model", state_dict=weights, safe_serialization=True)
             config_file = tmp / "model" / "config.json"
             config = json.loads(config_file.read_text())

@@ -18,6 +18,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class FreezeConfig(_Strict):
+    """Towers whose weights stay as loaded (open_clip's ``--lock-image`` / ``--lock-text``)."""
+
+    vision: bool = Field(False, description="freeze the image tower")
+    text: bool = Field(False, description="freeze the text tower")
+    unlocked_layers: int = Field(
+        0, ge=0, description="a frozen tower still trains its last N transformer blocks and what follows them"
+    )
+
+
+class LoraConfig(_Strict):
+    """LoRA adapters (peft) on the towers' transformer blocks; every checkpoint holds them merged into the weights,
+    so it loads like a released one. Everything else is frozen but, with ``train_heads``, the parameters outside the
+    two towers (projections, region / long-text heads, temperatures)."""
+
+    rank: int = Field(16, gt=0)
+    alpha: float = Field(32.0, gt=0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    towers: list[Literal["vision_model", "text_model"]] = Field(default_factory=lambda: ["vision_model", "text_model"])
+    modules: list[Literal["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+        description="attention (q/k/v/out_proj) and MLP (fc1/fc2) projections to adapt",
+    )
+    train_heads: bool = Field(True, description="also train the parameters outside the towers in full")
+
+
 class ModelConfig(_Strict):
     """Which model to train and where its weights come from."""
 
@@ -35,6 +61,8 @@ class ModelConfig(_Strict):
         4.6052, description="reset the region / hard-negative temperatures to this (reference: ln 100); null keeps them"
     )
     gradient_checkpointing: bool = False
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    lora: LoraConfig | None = Field(None, description="LoRA fine-tuning (e.g. --model.lora={rank: 16}); null: none")
     text_length: int | None = Field(
         None,
         gt=77,

@@ -3,10 +3,13 @@ the finishing steps, activation checkpointing, DeepSpeed-friendly temperatures a
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fgclip_data.tokenizer import vocab_size
 
+from .adapters import TOWERS, add_lora, count_trainable, freeze_towers
 from .config import TrainConfig
 
 
@@ -29,7 +32,31 @@ def finish_model(config: TrainConfig, model: torch.nn.Module) -> torch.nn.Module
     if config.model.gradient_checkpointing:
         enable_activation_checkpointing(model)
     promote_scalar_parameters(model)
+    apply_adapters(config, model)
     return model.float().train()
+
+
+def apply_adapters(config: TrainConfig, model: torch.nn.Module) -> None:
+    """``model.freeze`` and ``model.lora``: freeze towers and / or add LoRA adapters, then say (once per run) how
+    many parameters train."""
+    freeze, lora = config.model.freeze, config.model.lora
+    frozen = tuple(tower for tower, on in zip(TOWERS, (freeze.vision, freeze.text), strict=True) if on)
+    if frozen:
+        freeze_towers(model, frozen, freeze.unlocked_layers)
+    if lora is not None:
+        in_towers = tuple(f"{tower}." for tower in TOWERS)
+        outside = tuple(name for name, _ in model.named_parameters() if not name.startswith(in_towers))
+        add_lora(
+            model,
+            lora.rank,
+            lora.alpha,
+            lora.dropout,
+            towers=tuple(lora.towers),
+            modules=tuple(lora.modules),
+            train=outside if lora.train_heads else (),
+        )
+    if (frozen or lora is not None) and int(os.environ.get("RANK", "0")) == 0:
+        print(f"[fgclip] {count_trainable(model)}", flush=True)
 
 
 def enable_activation_checkpointing(model) -> None:
