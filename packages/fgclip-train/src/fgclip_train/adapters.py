@@ -45,7 +45,7 @@ def count_trainable(model: nn.Module) -> TrainableCount:
 
 def tower_depth(model: nn.Module, tower: str) -> int:
     """Number of transformer blocks of ``tower`` (``vision_model`` / ``text_model``)."""
-    layers = getattr(getattr(model, tower), "encoder").layers
+    layers = getattr(model, tower).encoder.layers
     return len(layers)
 
 
