@@ -114,3 +114,30 @@ def test_a_refused_run_keeps_the_callers_process_group(tmp_path, capsys):
     group = dist.group.WORLD
     assert main(["--preset", "fgclip2", f"--runtime.output_dir={tmp_path / 'x'}"]) == 2
     assert dist.is_initialized() and dist.group.WORLD is group
+
+
+def test_finetune_presets_start_from_a_checkpoint_with_lora(capsys):
+    for preset, family in (("fgclip2-finetune", "fgclip2"), ("fgclip-finetune", "fgclip")):
+        config = load_config(preset=preset)
+        assert config.model.family == family and config.model.lora is not None and config.model.lora.rank == 16
+        assert config.loss.region and config.loss.hard_negatives and config.runtime.precision == "auto"
+        assert main(["--preset", preset]) == 2  # no model.init: refused before anything is built
+        assert "set --model.init" in capsys.readouterr().err
+    full = load_config(preset="fgclip2-finetune", overrides=["--model.lora=null", "--model.freeze.text=true"])
+    assert full.model.lora is None and full.model.freeze.text and not full.model.freeze.vision
+    with pytest.raises(ValueError, match="modules"):
+        load_config(overrides=["--model.lora={modules: [qkv]}"])
+
+
+def test_precision_auto_is_autocast_on_a_gpu_only(monkeypatch):
+    import torch
+
+    from fgclip_train.engine import deepspeed_config, resolve_precision
+
+    assert resolve_precision("bf16") == "bf16" and resolve_precision("fp32") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto") == "fp32"
+    assert "torch_autocast" not in deepspeed_config(load_config(overrides=["--runtime.precision=auto"]), 32)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ds = deepspeed_config(load_config(overrides=["--runtime.precision=auto"]), 32)
+    assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and ds["bf16"]["enabled"] is False

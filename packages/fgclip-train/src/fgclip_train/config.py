@@ -142,7 +142,11 @@ class ScheduleConfig(_Strict):
 class RuntimeConfig(_Strict):
     """Precision, DeepSpeed, checkpoints and logging."""
 
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "bf16-autocast", "auto"] = Field(
+        "fp32",
+        description="bf16: DeepSpeed's bf16 weights with fp32 master copies; bf16-autocast: fp32 weights, matmuls "
+        "under torch.autocast; auto: bf16-autocast on a GPU, fp32 on the CPU",
+    )
     zero_stage: Literal[0, 1, 2, 3] = 2
     deepspeed_config: str | None = Field(None, description="a DeepSpeed JSON to start from (default: shipped zero2/3)")
     output_dir: str = "runs/stage2"
@@ -313,6 +317,28 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _finetune(family: str, output_dir: str, **data: Any) -> dict[str, Any]:
+    """A fine-tuning preset: a released checkpoint (``model.init``) trained further on your own records (e.g.
+    ``fgclip-data import`` output) with LoRA on both towers, all three losses, bf16 autocast on a GPU (fp32 on the
+    CPU), the held-out split evaluated before and after. ``--model.lora=null`` trains every weight (then lower
+    ``optim.lr``, e.g. 1e-5)."""
+    return {
+        "model": {"family": family, "gradient_checkpointing": True, "lora": {"rank": 16, "alpha": 32}},
+        "data": {"max_boxes": 4, "negatives": 10, **data},
+        "optim": {"lr": 1e-4, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
+        "schedule": {"epochs": 3, "batch_size": 32, "warmup_ratio": 0.05, "scheduler": "cosine", "seed": 0},
+        "runtime": {"precision": "auto", "zero_stage": 2, "output_dir": output_dir, "save_total_limit": 2},
+    }
+
+
+PRESETS.update(
+    {
+        "fgclip2-finetune": _finetune("fgclip2", "runs/fgclip2-finetune", max_num_patches=256),
+        "fgclip-finetune": _finetune("fgclip", "runs/fgclip-finetune", image_size=224),
+    }
+)
+
+
 def _stage1(preset: str, **changes: Any) -> dict[str, Any]:
     """A stage-1 preset: the stage-2 preset ``preset`` with the global losses only, then ``changes``."""
     return _merge(_merge(PRESETS[preset], STAGE1), changes)
@@ -341,6 +367,8 @@ STARTING_CHECKPOINTS: dict[str, str] = {
     "an FG-CLIP 2 / fgclip2-stage1 run's checkpoint with --model.from_base=false",
     "fgclip-v1-stage1": "an OpenAI CLIP checkpoint (e.g. openai/clip-vit-base-patch16)",
     "fgclip2-stage1": "a SigLIP 2 NaFlex checkpoint (e.g. google/siglip2-base-patch16-naflex)",
+    "fgclip2-finetune": "an FG-CLIP 2 checkpoint (e.g. qihoo360/fg-clip2-base, or a stage2 run's checkpoint)",
+    "fgclip-finetune": "an FG-CLIP v1 checkpoint (e.g. qihoo360/fg-clip-base, or a stage2 run's checkpoint)",
 }
 
 

@@ -67,6 +67,13 @@ def _fill_auto(node, values: dict):
     return node
 
 
+def resolve_precision(precision: str) -> str:
+    """``runtime.precision`` with ``auto`` decided: bf16 autocast on a GPU, fp32 on the CPU."""
+    if precision == "auto":
+        return "bf16-autocast" if torch.cuda.is_available() else "fp32"
+    return precision
+
+
 def deepspeed_config(config: TrainConfig, hidden_size: int) -> dict:
     """The shipped ZeRO-2 / ZeRO-3 JSON (or ``runtime.deepspeed_config``) with every "auto" filled in."""
     rt = config.runtime
@@ -77,8 +84,9 @@ def deepspeed_config(config: TrainConfig, hidden_size: int) -> dict:
         name = "zero3.json" if rt.zero_stage == 3 else "zero2.json"
         base = json.loads(resources.files("fgclip_train.deepspeed_configs").joinpath(name).read_text())
     base.setdefault("zero_optimization", {})["stage"] = rt.zero_stage
+    precision = resolve_precision(rt.precision)
     values = {
-        "enabled": rt.precision == "bf16",
+        "enabled": precision == "bf16",
         "train_micro_batch_size_per_gpu": config.schedule.batch_size,
         "gradient_accumulation_steps": config.schedule.grad_accum,
         "gradient_clipping": config.optim.grad_clip or 0.0,
@@ -88,6 +96,8 @@ def deepspeed_config(config: TrainConfig, hidden_size: int) -> dict:
     }
     filled = _fill_auto(base, values)
     filled.pop("train_batch_size", None)
+    if precision == "bf16-autocast":
+        filled["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     return filled
 
 
