@@ -37,8 +37,8 @@ def finish_model(config: TrainConfig, model: torch.nn.Module) -> torch.nn.Module
 
 
 def apply_adapters(config: TrainConfig, model: torch.nn.Module) -> None:
-    """``model.freeze`` and ``model.lora``: freeze towers and / or add LoRA adapters, then say (once per run) how
-    many parameters train."""
+    """``model.freeze`` and ``model.lora``: freeze towers and / or add LoRA adapters, then say (on rank 0) how many
+    parameters train."""
     freeze, lora = config.model.freeze, config.model.lora
     frozen = tuple(tower for tower, on in zip(TOWERS, (freeze.vision, freeze.text), strict=True) if on)
     if frozen:
@@ -55,7 +55,7 @@ def apply_adapters(config: TrainConfig, model: torch.nn.Module) -> None:
             modules=tuple(lora.modules),
             train=outside if lora.train_heads else (),
         )
-    if (frozen or lora is not None) and int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0:
         print(f"[fgclip] {count_trainable(model)}", flush=True)
 
 
