@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 from fgclip_data import read_records
 from fgclip_data.importers import SOURCES, ImportOptions, run_import
@@ -53,3 +56,18 @@ def test_layout_read_by_the_benchmark_and_the_importer(tmp_path):
     recs = [r.record for r in read_records(tmp_path / "imported" / "jsonfiles" / "train")]
     assert sum(len(r.bbox_info) for r in recs) > 0
     assert all(len(b.negatives) == 10 for r in recs for b in r.bbox_info)  # 14 categories: 10 swaps always exist
+
+
+@pytest.mark.slow  # ~20 s on 2 CPU cores (80 prompt templates x 14 classes)
+def test_benchmark_coco_tasks_run_on_it(tmp_path, golden, gemma_like_tokenizer):
+    from fgclip_eval.cli import main as benchmark
+
+    _tool().main(["--out", str(tmp_path / "d"), "--train", "1", "--val", "6"])
+    model = tmp_path / "model"
+    shutil.copytree(golden / "v2_s1_fixed" / "model", model)
+    gemma_like_tokenizer.save_pretrained(model)
+    out = tmp_path / "bench"
+    args = ["--model", str(model), "--tasks", "coco,coco-box", "--data-root", str(tmp_path / "d"), "--output", str(out)]
+    assert benchmark([*args, "--quiet", "--device", "cpu"]) == 0
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert set(results["coco"]) >= {"i2t_r1", "t2i_r1"} and results["coco-box"]["n_boxes"] > 0
