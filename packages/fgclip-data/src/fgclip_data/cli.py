@@ -257,7 +257,9 @@ def _import(args) -> int:
     source = SOURCES[args.command].from_args(args)
     report = Report(strict=args.strict)
     with _bar(None, f"import {args.command}", "item") as bar:
-        manifest = run_import(source, args.out, options, report, progress=bar.update)
+        manifest = run_import(
+            source, args.out, options, report, progress=bar.update, on_total=lambda n: setattr(bar, "total", n)
+        )
     print(report.summary(f"import {args.command}" + (" (resumed)" if manifest["resumed"] else "")))
     counts = manifest["counts"]
     print(

@@ -139,22 +139,26 @@ def run_import(
     options: ImportOptions,
     report: Report | None = None,
     progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> dict:
-    """Import ``source`` into ``out`` (resuming the same import there) and return the final manifest; the
-    returned report (``manifest["report"]``) counts what the whole import did and skipped."""
+    """Import ``source`` into ``out`` (resuming the same import there) and return the final manifest (with
+    ``counts`` per split, ``skipped`` and ``resumed``); ``report`` receives the counts of the whole import.
+    ``progress(n)`` is called as items are done, ``on_total(n)`` once the source's items are listed."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".import.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return _run_locked(source, out, options, report if report is not None else Report(), progress)
+            return _run_locked(source, out, options, report if report is not None else Report(), progress, on_total)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _run_locked(source: Source, out: Path, options: ImportOptions, report: Report, progress) -> dict:
+def _run_locked(source: Source, out: Path, options: ImportOptions, report: Report, progress, on_total) -> dict:
     scan_report = Report(strict=report.strict)
     items = source.scan(scan_report)
+    if on_total:
+        on_total(len(items))
     keys = [source.item_key(item) for item in items]
     if len(set(keys)) != len(keys):
         duplicate = next(k for k in keys if keys.count(k) > 1)
