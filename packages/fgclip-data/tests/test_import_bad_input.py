@@ -212,3 +212,40 @@ def test_two_images_with_one_key_are_refused(tmp_path, capsys):
     image(root / "x0.png")
     assert cli("folder", root, "--out", tmp_path / "out") == 2
     one_line_error(capsys, "share the key 'x0'")
+
+
+def test_caption_without_image_and_escaping_paths_are_counted(tmp_path):
+    root = photos(tmp_path / "p", n=2)
+    (root / "orphan.txt").write_text("a caption whose image is gone")
+    run_import(SOURCES["folder"](root), tmp_path / "o1", ImportOptions(val_size=0))
+    problems = json.loads((tmp_path / "o1" / "report.json").read_text())["problems"]
+    assert problems == {"caption file without an image (missing image)": 1}
+    s = coco_sample(tmp_path / "coco", n=2)
+    data = json.loads(s["captions"].read_text())
+    data["images"][0]["file_name"] = "../../outside.jpg"
+    s["captions"].write_text(json.dumps(data))
+    manifest = run_import(
+        SOURCES["coco"](s["images"], captions=s["captions"]), tmp_path / "o2", ImportOptions(val_size=0)
+    )
+    assert manifest["counts"]["train"] == 1
+    problems = json.loads((tmp_path / "o2" / "report.json").read_text())["problems"]
+    assert problems == {"image path would leave the output folder (absolute or '..')": 1}
+
+
+@pytest.mark.parametrize(("original", "kept"), [((40, 30), True), ((400, 300), False)])
+def test_webdataset_pixel_boxes_only_at_the_downloaded_size(tmp_path, original, kept):
+    import io
+    import tarfile
+
+    from _import_samples import jpeg_bytes
+
+    meta = {"caption": "a cup", "original_width": original[0], "original_height": original[1],
+            "boxes": [{"bbox": [4, 3, 20, 15], "phrase": "a cup"}]}  # fmt: skip
+    with tarfile.open(tmp_path / "0.tar", "w") as tar:
+        for ext, data in (("jpg", jpeg_bytes((40, 30))), ("json", json.dumps(meta).encode())):
+            info = tarfile.TarInfo(f"k.{ext}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    run_import(SOURCES["webdataset"]([tmp_path / "0.tar"]), tmp_path / "out", ImportOptions(val_size=0))
+    (rec,) = records(tmp_path / "out")["train"]
+    assert [b.xyxy for b in rec.bbox_info] == ([pytest.approx((0.1, 0.1, 0.5, 0.5))] if kept else [])

@@ -198,6 +198,11 @@ def _run_locked(source: Source, out: Path, options: ImportOptions, report: Repor
                 progress(1)
             if candidate is None:
                 continue
+            try:
+                safe_join(out / IMAGE_FOLDER, f"{candidate.key}{candidate.suffix}")
+            except ValueError:
+                chunk_report.problem("image path would leave the output folder (absolute or '..')", candidate.where)
+                continue
             result = convert(candidate, options, chunk_report)
             if result is None:
                 continue

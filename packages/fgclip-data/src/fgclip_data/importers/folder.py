@@ -97,6 +97,10 @@ class FolderSource(Source):
         )
         if not files:
             raise DataError(f"holds no images ({', '.join(IMAGE_SUFFIXES)})", str(self.root))
+        stems = {f.rsplit(".", 1)[0] for f in files}
+        for caption in sorted(self.root.rglob("*.txt")):
+            if caption.relative_to(self.root).with_suffix("").as_posix() not in stems:
+                report.problem("caption file without an image (missing image)", str(caption))
         return files
 
     def item_key(self, item: str) -> str:

@@ -1,7 +1,9 @@
 """WebDataset tars as img2dataset writes them: per sample ``<key>.jpg`` (or png / webp), ``<key>.txt`` (the
 caption) and ``<key>.json`` (img2dataset's metadata; it may also hold ``caption`` and ``boxes`` as the folder
 source's sidecar JSON). Images are extracted into the output's image folder as ``<tar stem>/<key>.jpg``.
-Samples without an image (img2dataset's failed downloads) are counted skips.
+Samples without an image (img2dataset's failed downloads) are counted skips. img2dataset records the size it
+downloaded (``original_width`` / ``original_height``): pixel boxes are converted only when the stored image still has
+that size (a resized image makes them uncertain: refused and counted).
 """
 
 from __future__ import annotations
@@ -135,5 +137,10 @@ class WebDatasetSource(Source):
         if text is None:
             report.problem("sample without a caption (txt)", where)
             return None
+        original = (meta or {}).get("original_width"), (meta or {}).get("original_height")
         meta = {k: v for k, v in (meta or {}).items() if k in ("boxes", "box_unit", "short_caption")}
-        return sidecar_candidate(self.item_key(item), image, "." + image_ext, text, meta, where, report)
+        candidate = sidecar_candidate(self.item_key(item), image, "." + image_ext, text, meta, where, report)
+        if all(isinstance(v, int) and v > 0 for v in original):
+            # img2dataset may have resized the image: pixel boxes are certain only at the size it was downloaded
+            candidate.size = (original[0], original[1])
+        return candidate
