@@ -127,7 +127,14 @@ def test_pixel_boxes_refused_when_the_declared_size_is_not_the_images(tmp_path):
     got = by_path(tmp_path / "out")
     assert "000000000000.jpg" not in got or not got["000000000000.jpg"].bbox_info
     problems = json.loads((tmp_path / "out" / "report.json").read_text())["problems"]
-    assert any("is not the image's (64, 48)" in p for p in problems)
+    assert problems["box in pixels but the annotation's image size is not the image's; dropped"] == 1  # the dog
+    assert problems["box with an empty region caption / category name dropped"] == 1  # the nameless cat
+    assert problems["no caption (and no box to make one from)"] == 1  # image 0: instances only, no box left
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (
+        "(declared (640, 48), image (64, 48))"
+        in report["examples"]["box in pixels but the annotation's image size is not the image's; dropped"][0]
+    )
     assert got["000000000001.jpg"].bbox_info[0].short_expr == "sofa"
 
 

@@ -110,9 +110,8 @@ def _boxes(candidate: Candidate, box_size, image_size, options: ConvertOptions, 
             continue
         if unit == "pixel" and candidate.size and box_size is None:
             report.problem(
-                f"box in pixels but the annotation's image size {candidate.size} is not the image's {image_size}; "
-                "dropped",
-                candidate.where,
+                "box in pixels but the annotation's image size is not the image's; dropped",
+                f"{candidate.where} (declared {candidate.size}, image {image_size})",
                 field=region.field,
             )
             continue

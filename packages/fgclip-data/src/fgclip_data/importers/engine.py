@@ -8,7 +8,7 @@ OUT/images`` trains on it)::
     OUT/jsonfiles/val/part-00000.jsonl ...
     OUT/manifest.json                              source, options, item count and digest; counts when complete
     OUT/report.json                                the counted report (what was imported, what skipped and why)
-    OUT/.import/chunk-00000.json                   per-chunk reports: a chunk with one is done (resume)
+    OUT/.import/part-00000.json                    per-chunk reports: a chunk with one is done (resume)
 
 The source's items are listed first (no image read), in a deterministic order; the validation items are a seeded
 sample of them (``val_size`` items, or that fraction when below 1), so the split depends only on the source and
@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,9 +160,11 @@ def _run_locked(source: Source, out: Path, options: ImportOptions, report: Repor
     items = source.scan(scan_report)
     if on_total:
         on_total(len(items))
+    if not items:
+        raise DataError(f"the {source.name} source holds nothing to import")
     keys = [source.item_key(item) for item in items]
     if len(set(keys)) != len(keys):
-        duplicate = next(k for k in keys if keys.count(k) > 1)
+        duplicate = next(k for k, n in Counter(keys).items() if n > 1)
         raise DataError(f"two items share the key {duplicate!r} (their images would overwrite each other)")
     manifest = {
         "format": FORMAT_VERSION,

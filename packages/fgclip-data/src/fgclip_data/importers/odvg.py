@@ -115,7 +115,8 @@ class ODVGSource(Source):
                 for j, box in enumerate(boxes if nested else [boxes]):
                     field = f"grounding.regions.{k}.bbox" + (f".{j}" if nested else "")
                     phrase = region.get("phrase") if isinstance(region.get("phrase"), str) else ""
-                    regions.append(Region(bbox=box, phrase=phrase, negatives=region.get("negatives"), field=field))
+                    negatives = region.get("negatives") if isinstance(region.get("negatives"), list) else None
+                    regions.append(Region(bbox=box, phrase=phrase, negatives=negatives, field=field))
         if isinstance(detection, dict):
             for k, inst in enumerate(detection.get("instances") or []):
                 if not isinstance(inst, dict):
