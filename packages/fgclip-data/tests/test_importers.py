@@ -280,3 +280,24 @@ def test_split_is_seeded_disjoint_and_sized(tmp_path):
         assert len(val) == 4 and len(train) == 8 and not train & val
         outs.append(val)
     assert outs[0] == outs[1] and outs[0] != outs[2]
+
+
+def test_box_categories_of_a_folder_or_table_feed_category_swaps(tmp_path):
+    root = tmp_path / "p"
+    for k, name in enumerate(["dog", "cat", "bus"]):
+        image(root / f"x{k}.jpg", seed=k)
+        (root / f"x{k}.json").write_text(
+            json.dumps(
+                {"caption": f"a {name}", "boxes": [{"bbox": [0.1, 0.1, 0.9, 0.9], "phrase": name, "category": name}]}
+            )
+        )
+    run_import(SOURCES["folder"](root), tmp_path / "out", ImportOptions(val_size=0))
+    got = by_path(tmp_path / "out")
+    assert sorted(got["x0.jpg"].bbox_info[0].negatives) == ["bus", "cat"]
+    rows = [
+        {"file_name": f"x{k}.jpg", "text": "t", "objects": {"bbox": [[1, 1, 10, 10]], "categories": [n]}}
+        for k, n in enumerate(["dog", "cat"])
+    ]
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    run_import(SOURCES["imagefolder"](root), tmp_path / "out2", ImportOptions(val_size=0))
+    assert by_path(tmp_path / "out2")["x0.jpg"].bbox_info[0].negatives == ["cat"]

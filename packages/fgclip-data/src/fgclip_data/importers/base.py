@@ -10,6 +10,7 @@ in :mod:`fgclip_data.importers.convert`, for every source alike.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -277,6 +278,19 @@ def regions_from_json(boxes: Any, where_: str, report: Report, file: str | None 
             )
         )
     return regions
+
+
+def box_categories(boxes: Any) -> set[str]:
+    """The ``category`` names of a sidecar / column box list (malformed entries ignored: :func:`regions_from_json`
+    reports them when the record is loaded)."""
+    if isinstance(boxes, str):
+        try:
+            boxes = json.loads(boxes)
+        except json.JSONDecodeError:
+            return set()
+    if not isinstance(boxes, list):
+        return set()
+    return {b["category"].strip() for b in boxes if isinstance(b, dict) and isinstance(b.get("category"), str)} - {""}
 
 
 def require_file(path: Path, what: str) -> Path:

@@ -10,11 +10,12 @@ key (``images/<key>.jpg`` in the output).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from fgclip_data.importers.base import Candidate, Source, regions_from_json, register_source
+from fgclip_data.importers.base import Candidate, Source, box_categories, regions_from_json, register_source
 from fgclip_data.report import DataError, Report
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -97,6 +98,11 @@ class FolderSource(Source):
         )
         if not files:
             raise DataError(f"holds no images ({', '.join(IMAGE_SUFFIXES)})", str(self.root))
+        self._categories: set[str] = set()
+        for meta in self.root.rglob("*.json"):  # category names of the boxes: category-swap negatives
+            # a malformed sidecar is reported when its image is loaded
+            with contextlib.suppress(OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                self._categories |= box_categories(json.loads(meta.read_text(encoding="utf-8")).get("boxes"))
         stems = {f.rsplit(".", 1)[0] for f in files}
         for caption in sorted(self.root.rglob("*.txt")):
             if caption.relative_to(self.root).with_suffix("").as_posix() not in stems:
@@ -105,6 +111,9 @@ class FolderSource(Source):
 
     def item_key(self, item: str) -> str:
         return item.rsplit(".", 1)[0]
+
+    def categories(self) -> list[str]:
+        return sorted(getattr(self, "_categories", ()))
 
     def load(self, items: Sequence[str], report: Report) -> Iterator[Candidate | None]:
         for item in items:

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
-from fgclip_data.importers.base import Candidate, Region, Source, regions_from_json, register_source
+from fgclip_data.importers.base import Candidate, Region, Source, box_categories, regions_from_json, register_source
 from fgclip_data.report import DataError, Report
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -131,6 +131,7 @@ class _Rows(Source):
 
     def scan(self, report: Report) -> list[str]:
         self._groups: dict[str, list[tuple[Path, int, dict, Path]]] = {}
+        self._categories: set[str] = set()
         for path, root in self.tables():
             rows = read_table(path, getattr(self, "fmt", None), getattr(self, "separator", None), report)
             _require_columns(
@@ -148,12 +149,20 @@ class _Rows(Source):
                     report.problem("empty image path; row skipped", str(path), index, self.image_key)
                     continue
                 self._groups.setdefault(_key(prefix + image.strip()), []).append((path, index, row, root))
+                if self.boxes_key:
+                    self._categories |= box_categories(row.get(self.boxes_key))
+                elif isinstance(row.get("objects"), dict):
+                    names = row["objects"].get("categories") or []
+                    self._categories |= {n.strip() for n in names if isinstance(n, str) and n.strip()}
         if not self._groups:
             raise DataError("no rows with an image path", str(self.tables()[0][0]))
         return sorted(self._groups)
 
     def item_key(self, item: str) -> str:
         return item
+
+    def categories(self) -> list[str]:
+        return sorted(getattr(self, "_categories", ()))
 
     def load(self, items: Sequence[str], report: Report) -> Iterator[Candidate | None]:
         for key in items:
