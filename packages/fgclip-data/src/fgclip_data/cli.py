@@ -104,6 +104,13 @@ def _val_size(text: str) -> float:
     return value
 
 
+def _count(text: str, least: int = 0) -> int:
+    value = int(text)
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text!r}")
+    return value
+
+
 def _add_import_parsers(groups) -> None:
     from fgclip_data.importers import SOURCES
 
@@ -116,10 +123,12 @@ def _add_import_parsers(groups) -> None:
         p.add_argument("--out", required=True, type=Path, help="output folder (rerun the same import to resume)")
         p.add_argument("--val-size", type=_val_size, default=0.1, help="validation items: count or fraction")
         p.add_argument("--seed", type=int, default=0, help="seeds the split and the hard negatives")
-        p.add_argument("--negatives", type=int, default=10, help="hard negatives per box (0: none)")
+        p.add_argument("--negatives", type=_count, default=10, help="hard negatives per box (0: none)")
         p.add_argument("--categories", type=Path, default=None, help="file of category names (one a line) to swap")
         p.add_argument("--link", action="store_true", help="hard-link images instead of copying them")
-        p.add_argument("--chunk-size", type=int, default=1000, help="items per written chunk (unit of resuming)")
+        p.add_argument(
+            "--chunk-size", type=lambda t: _count(t, 1), default=1000, help="items per written chunk (unit of resuming)"
+        )
         p.add_argument("--strict", action="store_true", help="stop at the first bad item")
 
 

@@ -55,6 +55,13 @@ class ImportOptions(ConvertOptions):
     chunk_size: int = 1000
     link: bool = False
 
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1 or self.negatives < 0 or self.val_size < 0:
+            raise ValueError(
+                f"import options: chunk_size >= 1, negatives >= 0, val_size >= 0 (got {self.chunk_size}, "
+                f"{self.negatives}, {self.val_size})"
+            )
+
     def key(self) -> dict:
         """The options that change the result (the resume check compares these)."""
         data = asdict(self)
