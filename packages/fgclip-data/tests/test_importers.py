@@ -100,6 +100,13 @@ def test_csv_with_open_clip_columns_groups_rows_of_one_image(tmp_path):
     assert got["imgs/i1.jpg"].short_caption == "caption 0 of imgs/i1.jpg"
 
 
+def test_csv_with_a_byte_order_mark(tmp_path):
+    paths = _table_images(tmp_path, 1)
+    (tmp_path / "excel.csv").write_bytes(f"\ufefffilepath,title\n{paths[0]},a caption\n".encode())
+    assert cli("table", tmp_path / "excel.csv", "--out", tmp_path / "out", "--val-size", 0) == 0
+    assert by_path(tmp_path / "out")["imgs/i0.jpg"].caption == "a caption"
+
+
 def test_tsv_and_named_columns(tmp_path):
     paths = _table_images(tmp_path, 2)
     lines = ["img\tlong\tshort\tboxes"]

@@ -25,7 +25,7 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet
 
 def _read_csv(path: Path, separator: str) -> list[dict]:
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: spreadsheet exports start with a BOM
             sample = f.read(4096)
             if "\x00" in sample:
                 raise DataError("is not a text table (binary content)", str(path))
