@@ -308,3 +308,22 @@ def test_box_categories_of_a_folder_or_table_feed_category_swaps(tmp_path):
     (root / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     run_import(SOURCES["imagefolder"](root), tmp_path / "out2", ImportOptions(val_size=0))
     assert by_path(tmp_path / "out2")["x0.jpg"].bbox_info[0].negatives == ["cat"]
+
+
+def test_chinese_captions(tmp_path):
+    root = tmp_path / "p"
+    image(root / "x.jpg")
+    (root / "x.txt").write_text("一只红色的猫坐在垫子上。它很可爱。")
+    boxes = [{"bbox": [0.1, 0.1, 0.5, 0.5], "phrase": "一只猫", "category": "猫"}]
+    (root / "x.json").write_text(json.dumps({"boxes": boxes}, ensure_ascii=False))
+    image(root / "y.jpg", seed=1)
+    (root / "y.json").write_text(
+        json.dumps(
+            {"caption": "狗", "boxes": [{"bbox": [0, 0, 1, 1], "phrase": "狗", "category": "狗"}]}, ensure_ascii=False
+        )
+    )
+    assert cli("folder", root, "--chinese", "--out", tmp_path / "out", "--val-size", 0) == 0
+    rec = by_path(tmp_path / "out")["x.jpg"]
+    assert rec.chinese and rec.short_caption == "一只红色的猫坐在垫子上"
+    assert rec.bbox_info[0].negatives == ["一只狗"]  # the category swapped inside the Chinese phrase
+    assert choose_captions(["一只猫", "两只狗。"]) == ("一只猫。 两只狗。", "一只猫")

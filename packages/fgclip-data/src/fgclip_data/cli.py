@@ -126,6 +126,7 @@ def _add_import_parsers(groups) -> None:
         p.add_argument("--negatives", type=_count, default=10, help="hard negatives per box (0: none)")
         p.add_argument("--categories", type=Path, default=None, help="file of category names (one a line) to swap")
         p.add_argument("--link", action="store_true", help="hard-link images instead of copying them")
+        p.add_argument("--chinese", action="store_true", help="Chinese captions: records marked is_cn (FG-CLIP 2)")
         p.add_argument(
             "--chunk-size", type=lambda t: _count(t, 1), default=1000, help="items per written chunk (unit of resuming)"
         )
@@ -262,6 +263,7 @@ def _import(args) -> int:
         val_size=args.val_size,
         chunk_size=args.chunk_size,
         link=args.link,
+        chinese=args.chinese,
     )
     source = SOURCES[args.command].from_args(args)
     report = Report(strict=args.strict)

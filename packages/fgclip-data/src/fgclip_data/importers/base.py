@@ -124,14 +124,17 @@ def clean_text(text: Any) -> str:
 
 
 def first_sentence(text: str) -> str:
-    """Text up to the first sentence end ('. ', '! ', '? '), without the final period; the whole text if none."""
-    match = re.search(r"[.!?](\s|$)", text)
+    """Text up to the first sentence end ('. ', '! ', '? ', or Chinese '。', '！', '？'), without the final period;
+    the whole text if none."""
+    match = re.search(r"[.!?](\s|$)|[。！？]", text)
     head = text[: match.start() + 1] if match else text
-    return head.rstrip(".").strip() or text.strip()
+    return head.rstrip(".。").strip() or text.strip()
 
 
 def _sentence(text: str) -> str:
-    return text if text[-1] in ".!?" else text + "."
+    if text[-1] in ".!?。！？":
+        return text
+    return text + ("。" if re.search(r"[\u4e00-\u9fff]", text) else ".")
 
 
 def choose_captions(captions: list[str], short: str | None = None) -> tuple[str, str]:

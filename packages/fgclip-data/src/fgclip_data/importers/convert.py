@@ -32,12 +32,14 @@ class ConvertOptions:
         seed: seeds the negatives (and the split).
         categories: category names of the whole data set (category-swap negatives), besides the source's own.
         size_tolerance: pixels by which an annotation's declared image size may differ from the image's.
+        chinese: the captions are Chinese: records carry ``is_cn`` (FG-CLIP 2 trains them as ``data.train_cn``).
     """
 
     negatives: int = 10
     seed: int = 0
     categories: list[str] = field(default_factory=list)
     size_tolerance: int = 1
+    chinese: bool = False
 
 
 def _load_bytes(candidate: Candidate, report: Report) -> bytes | None:
@@ -89,6 +91,8 @@ def convert(candidate: Candidate, options: ConvertOptions, report: Report) -> tu
         "short_caption": short,
         "bbox_info": boxes,
     }
+    if options.chinese:
+        record["is_cn"] = True
     return record, data
 
 

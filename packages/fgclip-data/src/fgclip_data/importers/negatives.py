@@ -58,7 +58,7 @@ CATEGORY_SYNONYMS: tuple[frozenset[str], ...] = tuple(
 
 KINDS = ("color", "size", "material", "count", "position", "category")
 
-_WORD = re.compile(r"[A-Za-z0-9]+")
+_WORD = re.compile(r"\w+")  # Unicode words: a run of Chinese characters is one
 
 
 def _groups(table: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -152,7 +152,7 @@ def _vocabulary_rewrites(text: str, protected: list[_Span]) -> dict[str, list[st
                         out[kind].append(_replace(text, span, group[0]))
         if word in NUMBER_WORDS:
             out["count"] += [_replace(text, span, n) for n in NUMBER_WORDS if n != word]
-        elif word.isdigit() and 2 <= int(word) <= 10:
+        elif word.isascii() and word.isdigit() and 2 <= int(word) <= 10:
             out["count"] += [_replace(text, span, str(n)) for n in range(2, 11) if n != int(word)]
         if word in OPPOSITES and OPPOSITES[word] not in present:
             out["position"].append(_replace(text, span, OPPOSITES[word]))
