@@ -115,7 +115,6 @@ class COCOSource(Source):
                 self._read_boxes(annotations, path, report)
         if not self._images:
             raise DataError("lists no images", str(self.captions_file or self.instances_file))
-        self._file = path
         return sorted(self._images)
 
     def _read_captions(self, annotations: list, path: Path, report: Report) -> None:
