@@ -256,3 +256,10 @@ def test_webdataset_pixel_boxes_only_at_the_downloaded_size(tmp_path, original, 
     run_import(SOURCES["webdataset"]([tmp_path / "0.tar"]), tmp_path / "out", ImportOptions(val_size=0))
     (rec,) = records(tmp_path / "out")["train"]
     assert [b.xyxy for b in rec.bbox_info] == ([pytest.approx((0.1, 0.1, 0.5, 0.5))] if kept else [])
+
+
+def test_output_inside_the_source_folder_is_refused(tmp_path, capsys):
+    root = photos(tmp_path / "p")
+    assert cli("folder", root, "--out", root / "imported") == 2
+    one_line_error(capsys, "is inside the source folder")
+    assert not (root / "imported").exists()

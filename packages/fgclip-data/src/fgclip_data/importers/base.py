@@ -101,6 +101,9 @@ class Source:
         """The data set's category names (category-swap negatives); empty when the source has none."""
         return []
 
+    def check_output(self, out: Path) -> None:
+        """Raise :class:`DataError` when writing to ``out`` would change the source (default: never)."""
+
 
 SOURCES: dict[str, type[Source]] = {}
 

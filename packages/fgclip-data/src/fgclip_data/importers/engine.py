@@ -153,6 +153,7 @@ def run_import(
     ``counts`` per split, ``skipped`` and ``resumed``); ``report`` receives the counts of the whole import.
     ``progress(n)`` is called as items are done, ``on_total(n)`` once the source's items are listed."""
     out = Path(out)
+    source.check_output(out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".import.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -88,6 +88,12 @@ class FolderSource(Source):
     def identity(self) -> dict:
         return {"root": str(self.root.resolve())}
 
+    def check_output(self, out: Path) -> None:
+        if out.resolve().is_relative_to(self.root.resolve()):
+            raise DataError(
+                "is inside the source folder (its images would be imported next time); choose another --out", str(out)
+            )
+
     def scan(self, report: Report) -> list[str]:
         if not self.root.is_dir():
             raise DataError("is not a folder", str(self.root))
