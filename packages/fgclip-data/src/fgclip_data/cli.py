@@ -1,4 +1,4 @@
-"""``fgclip-data``: FineHARD download / rename / check, ShareGPT4V check, FG-Shapes generation.
+"""``fgclip-data``: FineHARD download / rename / check, ShareGPT4V check, FG-Shapes generation, imports.
 
 Every command shows a progress bar and ends with a summary of what it did and what it skipped (and why).
 ``--strict`` turns the first bad input into an error that names file, record and field.
@@ -93,7 +93,44 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     vf = shards.add_parser("verify", help="re-hash every shard against the manifest")
     vf.add_argument("--out", required=True, type=Path, help="shard folder")
+    _add_import_parsers(groups)
     return parser
+
+
+def _val_size(text: str) -> float:
+    value = float(text)
+    if value < 0 or (value >= 1 and value != int(value)):
+        raise argparse.ArgumentTypeError(f"a count (>= 1) or a fraction (< 1), got {text!r}")
+    return value
+
+
+def _count(text: str, least: int = 0) -> int:
+    value = int(text)
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text!r}")
+    return value
+
+
+def _add_import_parsers(groups) -> None:
+    from fgclip_data.importers import SOURCES
+
+    sources = groups.add_parser(
+        "import", help="your own data -> FineHARD records + a seeded train/val split (resumable)"
+    ).add_subparsers(dest="command", required=True)
+    for name, source in SOURCES.items():
+        p = sources.add_parser(name, help=source.help, description=source.help)
+        source.add_arguments(p)
+        p.add_argument("--out", required=True, type=Path, help="output folder (rerun the same import to resume)")
+        p.add_argument("--val-size", type=_val_size, default=0.1, help="validation items: count or fraction")
+        p.add_argument("--seed", type=int, default=0, help="seeds the split and the hard negatives")
+        p.add_argument("--negatives", type=_count, default=10, help="hard negatives per box (0: none)")
+        p.add_argument("--categories", type=Path, default=None, help="file of category names (one a line) to swap")
+        p.add_argument("--link", action="store_true", help="hard-link images instead of copying them")
+        p.add_argument("--chinese", action="store_true", help="Chinese captions: records marked is_cn (FG-CLIP 2)")
+        p.add_argument(
+            "--chunk-size", type=lambda t: _count(t, 1), default=1000, help="items per written chunk (unit of resuming)"
+        )
+        p.add_argument("--strict", action="store_true", help="stop at the first bad item")
 
 
 def _bar(total: int | None, desc: str, unit: str) -> tqdm:
@@ -211,6 +248,38 @@ def _shards_write(args) -> int:
     return 0
 
 
+def _import(args) -> int:
+    from fgclip_data.importers import SOURCES, ImportOptions, run_import
+
+    categories = []
+    if args.categories:
+        if not args.categories.is_file():
+            raise DataError("categories file not found", str(args.categories))
+        categories = [line.strip() for line in args.categories.read_text(encoding="utf-8").splitlines() if line.strip()]
+    options = ImportOptions(
+        negatives=args.negatives,
+        seed=args.seed,
+        categories=categories,
+        val_size=args.val_size,
+        chunk_size=args.chunk_size,
+        link=args.link,
+        chinese=args.chinese,
+    )
+    source = SOURCES[args.command].from_args(args)
+    report = Report(strict=args.strict)
+    with _bar(None, f"import {args.command}", "item") as bar:
+        manifest = run_import(
+            source, args.out, options, report, progress=bar.update, on_total=lambda n: setattr(bar, "total", n)
+        )
+    print(report.summary(f"import {args.command}" + (" (resumed)" if manifest["resumed"] else "")))
+    counts = manifest["counts"]
+    print(
+        f"records: {args.out / 'jsonfiles' / 'train'} ({counts['train']}), {args.out / 'jsonfiles' / 'val'} "
+        f"({counts['val']}); images: {args.out / 'images'}; report: {args.out / 'report.json'}"
+    )
+    return 0
+
+
 def _shards_verify(args) -> int:
     from fgclip_data.shards import verify_shards
 
@@ -231,6 +300,15 @@ COMMANDS = {
     ("sharegpt4v", "convert"): _sharegpt4v_convert,
     ("fgshapes", "generate"): _generate,
 }
+
+
+def _import_commands() -> dict:
+    from fgclip_data.importers import SOURCES
+
+    return {("import", name): _import for name in SOURCES}
+
+
+COMMANDS.update(_import_commands())
 
 
 def main(argv: list[str] | None = None) -> int:
