@@ -129,7 +129,7 @@ def _check(args) -> int:
 
     from fgclip_data.finehard.paths import resolve_image_path
     from fgclip_data.finehard.reader import iter_records
-    from fgclip_data.finehard.samples import SampleOptions, build_regions, load_image
+    from fgclip_data.finehard.samples import SampleOptions, build_regions, load_image, unusable
     from fgclip_data.report import where
 
     report = Report(strict=args.strict)
@@ -138,8 +138,8 @@ def _check(args) -> int:
         for ref in iter_records(args.data, report):
             bar.update(1)
             at = where(ref.file, ref.index)
-            if not ref.record.caption.strip() or not ref.record.short_caption.strip():
-                report.problem("empty caption", ref.file, ref.index, "caption")
+            if (problem := unusable(ref.record)) is not None:
+                report.problem(problem[0], ref.file, ref.index, problem[1])
             build_regions(ref.record, options, random.Random(0), report, at)
             try:
                 path = resolve_image_path(ref.record.f_path, args.images)
