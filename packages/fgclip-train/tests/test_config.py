@@ -114,3 +114,15 @@ def test_a_refused_run_keeps_the_callers_process_group(tmp_path, capsys):
     group = dist.group.WORLD
     assert main(["--preset", "fgclip2", f"--runtime.output_dir={tmp_path / 'x'}"]) == 2
     assert dist.is_initialized() and dist.group.WORLD is group
+
+
+def test_override_under_a_scalar_is_one_line(capsys, tmp_path):
+    """``--optim=3 --optim.lr=1``: optim is no longer a section; one line naming both, exit 2, no traceback."""
+    assert main(["--optim=3", "--optim.lr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--optim.lr=1" in err and "optim was set to 3" in err
+    assert "Traceback" not in err
+    file = tmp_path / "run.yaml"
+    file.write_text(yaml.safe_dump({"schedule": 5}))
+    with pytest.raises(ValueError, match="schedule was set to 5"):
+        load_config(file, ["--schedule.batch_size=4"])

@@ -101,7 +101,7 @@ def _bar(total: int | None, desc: str, unit: str) -> tqdm:
 
 
 def _download(args) -> int:
-    from fgclip_data.finehard.download import DownloadOptions, download, url_lists
+    from fgclip_data.finehard.download import DownloadOptions, checked_url_lists, download
 
     options = DownloadOptions(
         threads=args.threads, timeout=args.timeout, retries=args.retries, distributor=args.distributor
@@ -109,7 +109,8 @@ def _download(args) -> int:
     if args.processes:
         options.processes = args.processes
     report = Report()
-    with _bar(len(url_lists(args.finehard_root, args.parents)), "url lists", "list") as bar:
+    lists = checked_url_lists(args.finehard_root, args.parents)  # a damaged list: one line before any download
+    with _bar(len(lists), "url lists", "list") as bar:
         download(args.finehard_root, args.out, options, args.parents, report, bar.update)
     print(report.summary("finehard download"))
     return 0
