@@ -332,3 +332,12 @@ def test_cli_bad_inputs_are_one_line(tmp_path, capsys, sd_base):
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "768" in err
+
+
+def test_cli_half_precision_without_base(tmp_path):
+    out = tmp_path / "half"
+    assert main(["export", "diffusers", "--model", str(LONGCLIP_PT), "--out", str(out), "--dtype", "float16"]) == 0
+    state = load_file(out / "text_encoder.safetensors")
+    assert {v.dtype for v in state.values()} == {torch.float16}
+    assert set(p.name for p in out.iterdir()) == {"text_encoder", "tokenizer", "text_encoder.safetensors"}
+    assert CLIPTokenizer.from_pretrained(out, subfolder="tokenizer")("a photo").input_ids == [49406, 320, 1125, 49407]
