@@ -179,3 +179,36 @@ def test_rename_without_mapping_is_a_clear_error(tmp_path, capsys):
     )
     assert "no url2key JSON files" in capsys.readouterr().err
     assert Report().summary().endswith("problems: none")
+
+
+def test_download_refuses_a_truncated_url_list_in_one_line(tmp_path):
+    """A truncated URL-list parquet: one line naming it, exit 2, no traceback (img2dataset never starts, so none of
+    its worker processes can print one); run as a user would, in a subprocess."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "FineHARD" / "coyo_image_0"
+    folder.mkdir(parents=True)
+    full = tmp_path / "full.parquet"
+    pq.write_table(pa.table({"url": [f"http://127.0.0.1:9/{i}.jpg" for i in range(50)]}), full)
+    data = full.read_bytes()
+    (folder / "00000.parquet").write_bytes(data[: len(data) // 2])
+    argv = ["finehard", "download", "--finehard-root", str(tmp_path / "FineHARD"), "--out", str(tmp_path / "down")]
+    code = "import sys; from fgclip_data.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "00000.parquet: not a readable parquet URL list" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not (tmp_path / "down").exists()
+
+
+def test_download_refuses_a_url_list_without_urls(tmp_path, capsys):
+    from fgclip_data.cli import main
+
+    folder = tmp_path / "FineHARD" / "coyo_image_0"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"link": ["http://x/1.jpg"]}), folder / "00000.parquet")
+    argv = ["finehard", "download", "--finehard-root", str(tmp_path / "FineHARD"), "--out", str(tmp_path / "down")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no url column (columns: link)" in err

@@ -183,3 +183,24 @@ def test_a_sample_without_its_record_is_an_error(shapes, tmp_path):
             tar.addfile(member, io.BytesIO(data))
     with pytest.raises(ValueError, match=r"sample 000000000000: expected an image and a \.json member"):
         list(ShardStream(tmp_path / "s"))
+
+
+def test_writer_and_reader_share_the_sample_rules(finehard, tmp_path):
+    """A record no sample can be built from (empty caption or short caption) is not packed: the manifest counts
+    exactly the samples the reader yields."""
+    from fgclip_data import ImageResize
+    from fgclip_data.finehard.samples import Skipped
+
+    records = finehard["records"]
+    array = records[:5]
+    array[1]["caption"] = ""
+    array[3]["short_caption"] = "   "
+    (finehard["jsonfiles"] / "part_000.json").write_text(json.dumps(array))
+    report = Report()
+    manifest = write_shards(finehard["jsonfiles"], finehard["images"], tmp_path / "s", shard_size=4, report=report)
+    assert manifest.samples == len(records) - 2 and manifest.skipped == {"empty caption": 2}
+    shown = report.examples["empty caption"]
+    assert "record 1, field 'caption'" in shown[0] and "record 3, field 'short_caption'" in shown[1]
+    items = list(FineHARDShards(tmp_path / "s", resize=ImageResize(square=32)))
+    assert not [s for s in items if isinstance(s, Skipped)]
+    assert len(items) == manifest.samples

@@ -104,3 +104,16 @@ def test_finetune_resume_never_unpickles_code(tiny, tmp_path, plant_pickle):
     with pytest.raises(UnsafeCheckpoint, match=r"zero_pp_rank_0_mp_rank_00_optim_states\.pt: refused"):
         train(load_config(preset="longclip-fgshapes", overrides=[*quick, "--schedule.max_steps=4"]))
     assert not marker.exists()
+
+
+def test_finetune_refuses_a_planted_init_in_one_line(tiny, tmp_path, plant_pickle, capsys):
+    """``finetune --model.init=evil.pt`` with a pickle that would run code: refused before anything runs, one line,
+    exit 2, no traceback."""
+    evil, marker = tmp_path / "evil.pt", tmp_path / "marker"
+    plant_pickle(evil, marker, key="state_dict")
+    assert main([*tiny, f"--model.init={evil}", "--runtime.eval_before=false"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("finetune:")]
+    assert len(lines) == 1 and "model.init" in lines[0] and "refused" in lines[0] and "io.open" in lines[0]
+    assert "Traceback" not in err and "[rank0]" not in err
+    assert not marker.exists()

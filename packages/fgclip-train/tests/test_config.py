@@ -141,3 +141,15 @@ def test_precision_auto_is_autocast_on_a_gpu_only(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     ds = deepspeed_config(load_config(overrides=["--runtime.precision=auto"]), 32)
     assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"} and ds["bf16"]["enabled"] is False
+
+
+def test_override_under_a_scalar_is_one_line(capsys, tmp_path):
+    """``--optim=3 --optim.lr=1``: optim is no longer a section; one line naming both, exit 2, no traceback."""
+    assert main(["--optim=3", "--optim.lr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--optim.lr=1" in err and "optim was set to 3" in err
+    assert "Traceback" not in err
+    file = tmp_path / "run.yaml"
+    file.write_text(yaml.safe_dump({"schedule": 5}))
+    with pytest.raises(ValueError, match="schedule was set to 5"):
+        load_config(file, ["--schedule.batch_size=4"])

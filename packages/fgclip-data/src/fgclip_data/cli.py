@@ -138,7 +138,7 @@ def _bar(total: int | None, desc: str, unit: str) -> tqdm:
 
 
 def _download(args) -> int:
-    from fgclip_data.finehard.download import DownloadOptions, download, url_lists
+    from fgclip_data.finehard.download import DownloadOptions, checked_url_lists, download
 
     options = DownloadOptions(
         threads=args.threads, timeout=args.timeout, retries=args.retries, distributor=args.distributor
@@ -146,7 +146,8 @@ def _download(args) -> int:
     if args.processes:
         options.processes = args.processes
     report = Report()
-    with _bar(len(url_lists(args.finehard_root, args.parents)), "url lists", "list") as bar:
+    lists = checked_url_lists(args.finehard_root, args.parents)  # a damaged list: one line before any download
+    with _bar(len(lists), "url lists", "list") as bar:
         download(args.finehard_root, args.out, options, args.parents, report, bar.update)
     print(report.summary("finehard download"))
     return 0
@@ -166,7 +167,7 @@ def _check(args) -> int:
 
     from fgclip_data.finehard.paths import resolve_image_path
     from fgclip_data.finehard.reader import iter_records
-    from fgclip_data.finehard.samples import SampleOptions, build_regions, load_image
+    from fgclip_data.finehard.samples import SampleOptions, build_regions, load_image, unusable
     from fgclip_data.report import where
 
     report = Report(strict=args.strict)
@@ -175,8 +176,8 @@ def _check(args) -> int:
         for ref in iter_records(args.data, report):
             bar.update(1)
             at = where(ref.file, ref.index)
-            if not ref.record.caption.strip() or not ref.record.short_caption.strip():
-                report.problem("empty caption", ref.file, ref.index, "caption")
+            if (problem := unusable(ref.record)) is not None:
+                report.problem(problem[0], ref.file, ref.index, problem[1])
             build_regions(ref.record, options, random.Random(0), report, at)
             try:
                 path = resolve_image_path(ref.record.f_path, args.images)

@@ -6,7 +6,8 @@ do. Each sample is two tar members with one key: ``<key>.<ext>`` (the original i
 
 Writing is resumable: shards are written to a temporary name and renamed when complete, and the manifest is
 rewritten after each one, so a rerun skips the shards it lists (after checking their size) and continues.
-Missing or corrupt images are skipped and counted, never written.
+Missing or corrupt images, and records no sample can be built from (``finehard.samples.unusable``: the rule the
+readers apply), are skipped and counted, never written.
 
 Reading (:class:`ShardStream`) splits samples, not shards, over ranks × loader workers: consumer ``c`` of ``C``
 takes the samples at positions ``c, c + C, ...`` of the epoch's order (shards shuffled per epoch), so each
@@ -33,7 +34,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from fgclip_data.finehard.paths import resolve_image_path
 from fgclip_data.finehard.reader import iter_records
-from fgclip_data.finehard.samples import Skipped
+from fgclip_data.finehard.samples import Skipped, unusable
 from fgclip_data.images import MISSING, BadImage, decode_rgb
 from fgclip_data.report import Report, where
 from fgclip_data.schema import FineHARDRecord
@@ -179,6 +180,10 @@ def write_shards(
     for ref in records:
         read += 1
         at = where(ref.file, ref.index)
+        problem = unusable(ref.record)  # the readers' rule: a record they would skip is not packed
+        if problem is not None:
+            skipped.problem(problem[0], ref.file, ref.index, problem[1])
+            continue
         try:
             path = resolve_image_path(ref.record.f_path, image_root)
         except ValueError:

@@ -14,6 +14,7 @@ from fgclip_model.longclip import clip_to_longclip
 from fgclip_train import Family, TrainConfig, register_family
 from fgclip_train.config import PRESETS, SMALL_TOWER
 from fgclip_train.model import enable_activation_checkpointing, promote_scalar_parameters
+from fgclip_train.preflight import RunError
 from fgclip_train.validation import recall_at_1, validation_samples
 
 from .model import LongCLIPForPCM, freeze_position_rows, load_from_clip, no_decay_parameter_names
@@ -31,7 +32,10 @@ def build_model(config: TrainConfig, tokenizer) -> LongCLIPForPCM:
     first 20 frozen); none: a CLIP of ``model.size`` built from scratch, then stretched the same way.
     ``model.extra_logit_scale`` resets the temperature (the reference: ln 100)."""
     if config.model.init:
-        clip = load_from_clip(config.model.init, length=long_length(config))
+        try:
+            clip = load_from_clip(config.model.init, length=long_length(config))
+        except ValueError as err:  # a refused (pickled code), truncated or foreign file: one line, exit 2
+            raise RunError(f"model.init: {err}") from err
     else:
         size = {k: dict(v) if isinstance(v, dict) else v for k, v in config.model.size.items()}
         size.setdefault("text_config", {}).update(

@@ -38,6 +38,7 @@ from fgclip_model.longclip import LONG_CONTEXT, load_longclip_checkpoint, read_s
 from fgclip_model.longclip.processing import LongCLIPProcessor
 
 _registered = False
+IMAGE_BACKENDS = ("torchvision", "pil")  # transformers 5's image-processor backend names
 
 
 def register_auto_classes() -> None:
@@ -58,10 +59,12 @@ def register_auto_classes() -> None:
         AutoConfig.register(config.model_type, config, exist_ok=True)
     AutoModel.register(FGCLIP2Config, FGCLIP2Model, exist_ok=True)
     AutoModelForCausalLM.register(FGCLIP2Config, FGCLIP2Model, exist_ok=True)
-    AutoImageProcessor.register(FGCLIP2Config, image_processor_classes={"pil": FGCLIP2ImageProcessor}, exist_ok=True)
-    AutoImageProcessor.register(
-        FGCLIP2VisionConfig, image_processor_classes={"pil": Fgclip2ImageProcessor}, exist_ok=True
-    )
+    # FG-CLIP 2 has one image processor (PIL resampling, the reference's pixels). transformers 5 asks for the
+    # "torchvision" backend whenever torchvision is installed and, finding only "pil", logs a fallback warning on
+    # every load: the same class answers both backend names.
+    for config, processor in ((FGCLIP2Config, FGCLIP2ImageProcessor), (FGCLIP2VisionConfig, Fgclip2ImageProcessor)):
+        classes = dict.fromkeys(IMAGE_BACKENDS, processor)
+        AutoImageProcessor.register(config, image_processor_classes=classes, exist_ok=True)
     AutoProcessor.register(FGCLIP2Config, FGCLIP2Processor, exist_ok=True)
     _registered = True
 

@@ -28,6 +28,31 @@ def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
+def pack_left(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, length: int | None = None, pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text in the canonical layout: each row's real tokens (``attention_mask`` 1) moved to the front in their order,
+    ``pad_id`` after them, and the mask to match; whatever side or length the caller padded to.
+
+    ``length``: the width to pad to (rows wider than it are cut to it when every row's real tokens fit). Pure
+    tensor ops (a scatter), so it traces and exports.
+    """
+    real = attention_mask.bool()
+    width = input_ids.shape[-1]
+    if length is not None and width < length:
+        input_ids = F.pad(input_ids, (0, length - width), value=pad_id)
+        real = F.pad(real, (0, length - width), value=False)
+        width = length
+    count = real.sum(-1, keepdim=True)
+    slot = torch.where(real, real.cumsum(-1) - 1, count + (~real).cumsum(-1) - 1)  # a permutation of each row
+    packed = torch.empty_like(input_ids).scatter(-1, slot, input_ids)
+    keep = torch.arange(width, device=input_ids.device) < count
+    packed = packed.masked_fill(~keep, pad_id)
+    if length is not None and width > length and int(count.max()) <= length:
+        packed, keep = packed[:, :length], keep[:, :length]
+    return packed, keep.to(attention_mask.dtype)
+
+
 def encode_unique(encode: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
     """``encode(ids)`` computed once per distinct row of ``ids`` [N, L] (a stage-2 batch repeats many texts:
     a flagged box's positive is also its box caption, and the same negatives recur across boxes and images);

@@ -67,6 +67,7 @@ class WalkProcessor:
             padding=self.default_padding if padding is None else padding,
             truncation=True,
             max_length=self.max_lengths[walk_type],
+            padding_side="right",  # the layout the models were trained on, whatever the tokenizer's default
             return_tensors="pt",
         )
         return {k: encoded[k] for k in ("input_ids", "attention_mask") if k in encoded}

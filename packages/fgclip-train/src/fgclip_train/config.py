@@ -393,8 +393,11 @@ def load_config(
             data["preset"] = value
             continue
         node = data
-        for part in path[:-1]:
+        for depth, part in enumerate(path[:-1], 1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(path[:depth])
+                raise ValueError(f"override {text!r}: {section} was set to {node!r}, not a section with fields")
         node[path[-1]] = value
     name = preset or data.get("preset", "fgshapes")
     if name not in PRESETS:

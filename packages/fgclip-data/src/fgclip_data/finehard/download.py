@@ -53,6 +53,28 @@ def url_lists(finehard_root: str | Path, parents: list[int] | None = None) -> li
     return found
 
 
+def check_url_list(parquet: Path) -> int:
+    """The URL count of one list, after checking it is a readable parquet file with a ``url`` column (img2dataset
+    would fail on it inside its worker processes, with their tracebacks)."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(parquet)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise ValueError(f"{parquet}: not a readable parquet URL list, truncated or damaged? ({err})") from err
+    if "url" not in metadata.schema_arrow.names:
+        raise ValueError(f"{parquet}: no url column (columns: {', '.join(metadata.schema_arrow.names)})")
+    return metadata.metadata.num_rows
+
+
+def checked_url_lists(finehard_root: str | Path, parents: list[int] | None = None) -> list[tuple[Path, str, str]]:
+    """:func:`url_lists`, every one checked (:func:`check_url_list`) before any download starts."""
+    lists = url_lists(finehard_root, parents)
+    for parquet, _, _ in lists:
+        check_url_list(parquet)
+    return lists
+
+
 def summarise_stats(output_root: str | Path, report: Report) -> Counter:
     """Add up img2dataset's ``*_stats.json`` files under ``output_root``."""
     totals: Counter = Counter()
@@ -86,7 +108,7 @@ def download(
 
     options = options or DownloadOptions()
     report = report if report is not None else Report()
-    for parquet, parent, sub in url_lists(finehard_root, parents):
+    for parquet, parent, sub in checked_url_lists(finehard_root, parents):
         out = Path(output_root) / parent / sub
         out.mkdir(parents=True, exist_ok=True)
         img2dataset_download(

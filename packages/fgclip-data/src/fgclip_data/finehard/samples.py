@@ -126,6 +126,15 @@ def build_regions(
     return boxes, captions, hard_boxes, hard_texts
 
 
+def unusable(record: FineHARDRecord) -> tuple[str, str] | None:
+    """(reason, field) when no sample can be built from ``record`` whatever its image, else None: the one rule that
+    shard writers, ``check`` and sample builders share (a writer packs nothing a reader would skip)."""
+    for name in ("caption", "short_caption"):
+        if not getattr(record, name).strip():
+            return "empty caption", name
+    return None
+
+
 def build_sample(
     record: FineHARDRecord,
     image: Image.Image,
@@ -135,9 +144,10 @@ def build_sample(
     where: str,
 ) -> Sample | Skipped:
     """The sample of one record with its (already loaded) image."""
-    if not record.caption.strip() or not record.short_caption.strip():
-        report.problem("empty caption", where, field="caption" if not record.caption.strip() else "short_caption")
-        return Skipped("empty caption", where)
+    problem = unusable(record)
+    if problem is not None:
+        report.problem(problem[0], where, field=problem[1])
+        return Skipped(problem[0], where)
     short = record.short_caption
     if not record.chinese and options.short_prefix and not short.lower().startswith(options.short_prefix.strip()):
         short = options.short_prefix + short

@@ -25,7 +25,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import gather_with_grad
-from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings, encode_unique
+from fgclip_model.layers import MLP, Attention, Encoder, WalkTextEmbeddings, encode_unique, pack_left
 from fgclip_model.loading import (
     AttentionSelectionMixin,
     GuardedInitMixin,
@@ -394,10 +394,13 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         """Text embeddings [B, P] pooled at the first EOS.
 
         ``walk_type``: ``"short"`` (default) and ``"box"`` use the 77-row table and ``text_projection``;
-        ``"long"`` uses the 248-row tables and ``text_filip_projection``. Any length up to the walk's maximum works.
+        ``"long"`` uses the 248-row tables and ``text_filip_projection``. Any length up to the walk's maximum works;
+        with ``attention_mask`` the padding side does not matter (real tokens are moved to the front first).
         ``return_dict`` / ``output_*``: transformers 5's CLIP output object, ``pooler_output`` = the embeddings.
         """
         walk = resolve_walk_type(walk_type, walk_short_pos, use_bbox)
+        if attention_mask is not None:  # real tokens first: left padding would shift positions and the first EOS
+            input_ids, attention_mask = pack_left(input_ids, attention_mask)  # pads after EOS are never read
         projection = self.text_filip_projection if walk == "long" else self.text_projection
         output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
         out = self.text_model.encode(input_ids, attention_mask, walk, output_hidden_states, output_attentions)

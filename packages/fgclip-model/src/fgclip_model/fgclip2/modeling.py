@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import all_reduce_mean, gather_with_grad
-from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings, encode_unique
+from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings, encode_unique, pack_left
 from fgclip_model.loading import (
     AttentionSelectionMixin,
     GuardedInitMixin,
@@ -496,9 +496,10 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         **_: object,
     ) -> torch.Tensor | BaseModelOutputWithPooling:
         """Text embeddings [B, D] by walk: short -> ``text_model.head``, box -> ``boxtext_head``, long ->
-        ``longtext_head``. Pooled at the last position, so ids shorter than the walk's length (64 short/box, 196
-        long; e.g. a tokenizer called with ``padding=True``, as transformers' pipelines do) are first padded to it
-        (pad id 0, masked when a mask is given): the same features as the processor's full-length padding.
+        ``longtext_head``. Pooled at the last position, so text is first put in the processor's layout (real tokens
+        first, pad id 0 up to the walk's length: 64 short/box, 196 long): with ``attention_mask``, any padding
+        (left or right, ``longest`` or any ``max_length``, as transformers' pipelines and left-padding Gemma
+        tokenizers give) has the processor's features; without it, ids are taken as right-padded.
         ``return_dict`` / ``output_*``: transformers 5's output object, ``pooler_output`` = the embeddings."""
         input_ids, attention_mask = self._pad_to_walk(input_ids, attention_mask, _check_walk(walk_type))
         output_hidden_states, output_attentions = self._output_flags(output_hidden_states, output_attentions)
@@ -763,15 +764,17 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
     def _pad_to_walk(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, walk_type: str
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The processor's layout: real tokens first, padded on the right to the walk's length (64 / 196). With a
+        mask, the real tokens are found from it, so left padding, ``padding="longest"`` and a ``max_length`` other
+        than the walk's all give the processor's features; without one, ids are taken as right-padded."""
         text = self.config.text_config
         length = text.longtext_len if walk_type == "long" else text.max_position_embeddings
+        if attention_mask is not None:
+            return pack_left(input_ids, attention_mask, length, PAD_ID)
         missing = length - input_ids.shape[-1]
         if missing <= 0:
             return input_ids, attention_mask
-        input_ids = F.pad(input_ids, (0, missing), value=PAD_ID)
-        if attention_mask is not None:
-            attention_mask = F.pad(attention_mask, (0, missing), value=0)
-        return input_ids, attention_mask
+        return F.pad(input_ids, (0, missing), value=PAD_ID), attention_mask
 
     def _text_head(self, walk_type: str) -> nn.Module:
         return {"short": self.text_model.head, "box": self.boxtext_head, "long": self.longtext_head}[walk_type]
