@@ -90,6 +90,37 @@ def test_fgclip2_left_padding_would_change_the_features(fgclip2, gemma_like_toke
     assert (raw_left - raw_right).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("padding", PADDINGS)
+@torch.no_grad()
+def test_fgclip2_trained_on_left_padding_reads_its_own_layout(fgclip2, side, padding):
+    """A tower trained on left-padded text (a word-level FG-Shapes tokenizer: the end-of-text token at the pooled
+    last position; ``text_config.padding_side: left``) gets that layout's features whatever the caller's padding."""
+    from fgclip_data.tokenizer import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(TEXTS, "fgclip2")
+    assert tokenizer.padding_side == "left"
+    left = FGCLIP2Model(
+        fgclip2.config.__class__(
+            **{
+                **fgclip2.config.to_dict(),
+                "text_config": {**fgclip2.config.text_config.to_dict(), "padding_side": "left", "vocab_size": 1000},
+            }
+        )
+    ).eval()
+    canonical = _tokens(tokenizer, "left", "max_length", 64)  # as the collator gives it in training: EOS last
+    expected = left.get_text_features(**canonical)
+    got = _tokens(tokenizer, side, *PADDINGS[padding])
+    torch.testing.assert_close(left.get_text_features(**got), expected, atol=1e-5, rtol=1e-5)
+    right = FGCLIP2Model(
+        left.config.__class__(
+            **{**left.config.to_dict(), "text_config": {**left.config.text_config.to_dict(), "padding_side": "right"}}
+        )
+    )
+    right.load_state_dict(left.state_dict())
+    assert not torch.allclose(right.get_text_features(**got), expected, atol=1e-3)  # the side matters
+
+
 @torch.no_grad()
 def test_fgclip2_golden_numbers_unchanged(golden, fgclip2):
     io = load_file(golden / "v2_s1_fixed" / "io.safetensors")

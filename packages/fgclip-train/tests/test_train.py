@@ -53,9 +53,18 @@ def test_fgclip2_trains_and_its_checkpoint_loads(tiny_overrides, tmp_path):
     assert kept == ["checkpoint-0000008", "checkpoint-0000012"]  # save_total_limit
     model, processor = fgclip_model.load(tmp_path / "run" / "checkpoint-0000012" / "model")
     assert type(model).__name__ == "FGCLIP2Model" and processor.tokenizer is not None
-    ids = processor(text=["a small red circle on the left"])["input_ids"]
-    assert ids.shape == (1, 24) and ids[0, -1] == 1 and ids[0, 0] == 0  # the model's short walk; EOS last
+    # trained on the word tokenizer's left padding: text given with a mask is read in that layout
+    assert model.config.text_config.padding_side == "left" == processor.tokenizer.padding_side
+    text = processor(text=["a small red circle on the left"])
+    ids = text["input_ids"]
+    assert ids.shape == (1, 24) and ids[0, 0] != 0 and 1 in ids[0]  # the model's short walk, EOS included
     assert 3 not in ids.tolist()[0]  # every word of FG-Shapes is in the vocabulary (3 = unk)
+    trained_layout = processor.tokenizer(
+        ["a small red circle on the left"], padding="max_length", max_length=24, return_tensors="pt"
+    )  # as the collator gave it: EOS last
+    assert trained_layout["input_ids"][0, -1] == 1
+    with torch.no_grad():
+        torch.testing.assert_close(model.get_text_features(**text), model.get_text_features(**trained_layout))
 
 
 def test_fgclip_v1_trains(tiny_overrides, tmp_path):

@@ -53,6 +53,23 @@ def pack_left(
     return packed, keep.to(attention_mask.dtype)
 
 
+def pack_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    length: int | None = None,
+    pad_id: int = 0,
+    padding_side: str = "right",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pack_left` with the padding on ``padding_side``: ``"right"`` (real tokens first) or ``"left"`` (real
+    tokens last, as a left-padding tokenizer lays them out)."""
+    if padding_side == "right":
+        return pack_left(input_ids, attention_mask, length, pad_id)
+    if padding_side != "left":
+        raise ValueError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    ids, mask = pack_left(input_ids.flip(-1), attention_mask.flip(-1), length, pad_id)
+    return ids.flip(-1), mask.flip(-1)
+
+
 def encode_unique(encode: Callable[[torch.Tensor], torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
     """``encode(ids)`` computed once per distinct row of ``ids`` [N, L] (a stage-2 batch repeats many texts:
     a flagged box's positive is also its box caption, and the same negatives recur across boxes and images);

@@ -15,6 +15,11 @@ class FGCLIP2TextConfig(Siglip2TextConfig):
         longtext_len (`int`, defaults to 196): rows of the two long position tables — the longest long text.
         max_position_embeddings (`int`, defaults to 64): rows of the short table (short and box text).
         projection_size (`int`): output width of ``text_model.head`` (short walk); defaults to ``hidden_size``.
+        padding_side (`str`, defaults to "right"): where the padding of the text the tower was trained on lies.
+            The tower pools the last position: a pad token (that attends to the real ones) for "right", as the
+            released checkpoints, the end-of-text token for "left", as models trained from scratch on a
+            left-padding word-level tokenizer. Text given with an attention mask is laid out this way first, so its
+            features do not depend on how the caller padded it.
 
     ``pad_token_id`` / ``bos_token_id`` / ``eos_token_id`` are unused by the model (the reference inherits CLIP's
     ids, which do not exist in the Gemma vocabulary) and default to ``None``: the checkpoint's tokenizer decides.
@@ -25,9 +30,14 @@ class FGCLIP2TextConfig(Siglip2TextConfig):
 
     keep_len: int = 20
     longtext_len: int = 196
+    padding_side: str = "right"
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+
+    def validate_padding_side(self) -> None:
+        if self.padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
 
 
 @strict

@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPo
 from transformers.utils import ModelOutput
 
 from fgclip_model.distributed import all_reduce_mean, gather_with_grad
-from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings, encode_unique, pack_left
+from fgclip_model.layers import MLP, Encoder, WalkTextEmbeddings, encode_unique, pack_tokens
 from fgclip_model.loading import (
     AttentionSelectionMixin,
     GuardedInitMixin,
@@ -770,7 +770,7 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         text = self.config.text_config
         length = text.longtext_len if walk_type == "long" else text.max_position_embeddings
         if attention_mask is not None:
-            return pack_left(input_ids, attention_mask, length, PAD_ID)
+            return pack_tokens(input_ids, attention_mask, length, PAD_ID, text.padding_side)
         missing = length - input_ids.shape[-1]
         if missing <= 0:
             return input_ids, attention_mask

@@ -24,6 +24,7 @@ def build_model(config: TrainConfig, tokenizer) -> torch.nn.Module:
         size = scratch_size(config, tokenizer)
         text = size["text_config"]
         text.setdefault("projection_size", text.get("hidden_size", 768))
+        text.setdefault("padding_side", tokenizer.padding_side)  # the layout its text is trained and read in
         model = FGCLIP2Model(FGCLIP2Config(**size))
         with torch.no_grad():
             model.logit_scale.fill_(math.log(10.0))
