@@ -2,6 +2,8 @@
 
 ``fgclip-model export onnx --model PATH --out DIR`` writes the image encoder and every text walk as ONNX graphs
 (checked against PyTorch with ONNX Runtime) plus the processor's files and a manifest.
+``fgclip-model embed`` / ``fgclip-model search``: bulk embeddings and text search over them (the ``[embed]`` extra;
+see :mod:`fgclip_model.embed`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--out", required=True, help="output folder")
     onnx.add_argument("--opset", type=int, default=18)
     onnx.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison with PyTorch")
+    from fgclip_model.embed.cli import add_embed_parser, add_search_parser
+
+    add_embed_parser(commands)
+    add_search_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("embed", "search"):
+        from fgclip_model.embed.cli import run
+
+        return run(args)
     import fgclip_model
     from fgclip_model.export import export_onnx
 
