@@ -191,7 +191,8 @@ class WebDatasetSource:
                     elif ext in ("txt", "json"):
                         sample[ext] = tar.extractfile(member).read().decode("utf-8", errors="replace")
         except (tarfile.TarError, OSError) as err:
-            raise InputError(f"{tar_path}: not a readable tar ({err})") from err
+            why = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(f"{tar_path}: not a readable tar ({why})") from err
         items = []
         for key, sample in samples.items():
             if "image" not in sample:
@@ -322,10 +323,12 @@ class FineHARDSource:
     name = "finehard"
 
     def matches(self, path: Path) -> bool:
+        if path.is_file() and path.suffix.lower() not in (".json", ".jsonl"):
+            return False
         files = _files(path, (".json", ".jsonl")) if path.exists() else []
         if not files or (path.is_dir() and any(path.glob("*.tar"))):
             return False
-        with files[0].open(encoding="utf-8") as f:
+        with files[0].open(encoding="utf-8", errors="replace") as f:
             head = f.read(4096)
         return '"f_path"' in head
 
