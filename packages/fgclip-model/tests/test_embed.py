@@ -426,3 +426,26 @@ def test_bad_inputs_are_one_line_and_exit_2(models, images, tmp_path, capsys):
     _run(models["fgclip"], images, out, normalise=False)
     code = cli_main(["search", "--embeddings", str(out), "--query", "x", "--faiss"])
     assert code == 2 and "not normalised" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_autofaiss_builds_an_index_that_search_uses(planted, tmp_path):
+    """clip-retrieval's index step: autofaiss on ``img_emb/`` unchanged. autofaiss 2.18 needs numpy < 2 (and so
+    pyarrow < 17), so it runs in its own environment made by uv (from its cache, or PyPI)."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH: cannot make autofaiss's numpy < 2 environment")
+    pytest.importorskip("faiss")
+    index = tmp_path / "image.index"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    command = [uv, "run", "--isolated", "--no-project", "--python", python,
+               "--with", "autofaiss==2.18.0", "--with", "numpy<2", "--with", "pyarrow<17", "autofaiss", "build_index",
+               f"--embeddings={planted['out'] / 'img_emb'}", f"--index_path={index}",
+               f"--index_infos_path={tmp_path / 'infos.json'}", "--metric_type=ip",
+               "--max_index_memory_usage=1G", "--current_memory_available=2G"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "infos.json").read_text())["nb vectors"] == 7
+    hits = Searcher(planted["out"], use_faiss=True, index=index).search(planted["query"], k=7)
+    exact = Searcher(planted["out"], use_faiss=False).search(planted["query"], k=7)
+    assert [h.metadata["key"] for h in hits] == [h.metadata["key"] for h in exact]

@@ -90,6 +90,14 @@ class EmbedResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     wait_seconds: float = 0.0
+    first_batch_seconds: float = 0.0  # the first batch's time (a compiled backend compiles there)
+    first_batch_images: int = 0
+
+    @property
+    def steady_images_per_second(self) -> float:
+        """Images per second after the first batch."""
+        seconds = self.seconds - self.first_batch_seconds
+        return (self.images - self.first_batch_images) / seconds if seconds > 0 else 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -282,6 +290,8 @@ def embed(config: EmbedConfig) -> EmbedResult:
             part = starts[batch.first]
         _embed_batch(model, processor, family, config, flat, batch, buffer, has_text, has_regions, result)
         batches += 1
+        if batches == 1:
+            result.first_batch_seconds, result.first_batch_images = time.perf_counter() - begin, result.images
         if fault == ("batch", batches):
             os._exit(17)
         bar.update(len(batch.indices) + len(batch.skipped) + len(batch.texts_only))
@@ -344,5 +354,9 @@ def _embed_batch(model, processor, family, config, flat, batch, buffer, has_text
 
 def result_json(result: EmbedResult) -> dict[str, Any]:
     out = asdict(result)
-    out.update(images_per_second=result.images_per_second, wait_share=result.wait_share)
+    out.update(
+        images_per_second=result.images_per_second,
+        steady_images_per_second=result.steady_images_per_second,
+        wait_share=result.wait_share,
+    )
     return out
