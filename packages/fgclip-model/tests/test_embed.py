@@ -449,3 +449,23 @@ def test_autofaiss_builds_an_index_that_search_uses(planted, tmp_path):
     hits = Searcher(planted["out"], use_faiss=True, index=index).search(planted["query"], k=7)
     exact = Searcher(planted["out"], use_faiss=False).search(planted["query"], k=7)
     assert [h.metadata["key"] for h in hits] == [h.metadata["key"] for h in exact]
+
+
+@pytest.mark.parametrize(
+    "backend", ["bf16", pytest.param("onnx", marks=pytest.mark.slow), pytest.param("compile", marks=pytest.mark.slow)]
+)
+def test_backends_give_the_eager_rows(models, images, tmp_path, monkeypatch, backend):
+    from fgclip_model.backends import native_bf16
+
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+        monkeypatch.setenv("FGCLIP_CACHE", str(tmp_path / "cache"))
+    elif not native_bf16("cpu"):
+        pytest.skip("no native bf16 on this CPU: the bf16 backends are not meant for it")
+    records = _finehard(images, tmp_path)
+    _run(models["fgclip2"], records, tmp_path / "eager", image_root=str(images))
+    _run(models["fgclip2"], records, tmp_path / backend, image_root=str(images), backend=backend)
+    for kind, meta in (("img_emb", "metadata"), ("region_emb", "region_metadata")):
+        want, _ = _rows(tmp_path / "eager", kind, meta)
+        got, _ = _rows(tmp_path / backend, kind, meta)
+        assert (want * got).sum(axis=1).min() > 0.999, kind  # cosine of unit rows

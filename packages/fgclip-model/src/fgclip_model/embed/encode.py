@@ -40,11 +40,21 @@ def encode_images(
     one [n_i, D] tensor per image."""
     device = next(model.parameters()).device
     inputs = _to(inputs, device)
-    images = _tensor(model.get_image_features(**inputs))
     if boxes is None:
-        return images, None
-    regions = model.get_image_region_features(**inputs, boxes=[b.to(device) for b in boxes])
-    return images, [r.float() for r in regions]
+        return _tensor(model.get_image_features(**inputs)), None
+    boxes = [b.to(device) for b in boxes]
+    if _eager(model) and hasattr(model, "get_image_and_region_features"):  # one vision pass for both
+        images, regions = model.get_image_and_region_features(**inputs, boxes=boxes)
+    else:  # a backend computes the image features; regions run eagerly (as every backend runs them)
+        images = model.get_image_features(**inputs)
+        regions = model.get_image_region_features(**inputs, boxes=boxes)
+    return _tensor(images), [r.float() for r in regions]
+
+
+def _eager(model) -> bool:
+    from fgclip_model.backends import BackendModel
+
+    return not isinstance(model, BackendModel)
 
 
 def model_dim(model, processor, family: str) -> int:

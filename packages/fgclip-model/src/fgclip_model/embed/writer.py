@@ -107,15 +107,15 @@ def done_parts(folder: Path) -> list[int]:
     return sorted(int(m.stem) for m in markers if m.stem.isdigit())
 
 
+# the types of the fixed columns (so a part without rows has the schema of one with rows)
+COLUMN_TYPES = {"region": "int64", "x1": "float64", "y1": "float64", "x2": "float64", "y2": "float64"}
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str]):
     pa, _ = arrow()
-
     names = list(dict.fromkeys([*columns, *(k for r in rows for k in r)]))
-    return (
-        pa.table({name: [r.get(name) for r in rows] for name in names})
-        if rows
-        else pa.table({name: pa.array([], pa.string()) for name in columns})
-    )
+    fixed = {n: pa.type_for_alias(COLUMN_TYPES.get(n, "string")) for n in columns}
+    return pa.table({n: pa.array([r.get(n) for r in rows], type=fixed.get(n)) for n in names})
 
 
 @dataclass
