@@ -1,6 +1,7 @@
-"""``fgclip-model embed`` throughput on this CPU: images/s of FG-CLIP 2 B/16 and FG-CLIP v1 B/16 (random weights at
-the released geometries) for each backend on COCO-sized JPEGs (640 x 480), with the share of the run spent waiting
-for decoded images. Writes ``tools/perf/results/cpu-embed.json`` (and ``.md``) with the CPU model and its flags.
+"""``fgclip-model embed`` throughput on this CPU (or ``--device cuda``): images/s of FG-CLIP 2 B/16 and FG-CLIP
+v1 B/16 (random weights at the released geometries) for each backend on COCO-sized JPEGs (640 x 480), with the share
+of the run spent waiting for decoded images. Writes ``tools/perf/results/cpu-embed.json`` (and ``.md``) with the
+CPU model and its flags.
 
     uv run python tools/perf/embed.py [--images 32] [--backends eager bf16 compile onnx] [--models fgclip2 fgclip]
 
@@ -66,7 +67,7 @@ def build(family: str, folder: Path) -> Path:
     return path
 
 
-def run(families: list[str], backends: list[str], n: int, batch_size: int, workers: int) -> list[dict]:
+def run(families: list[str], backends: list[str], n: int, batch_size: int, workers: int, device: str) -> list[dict]:
     from throughput import coco_like_jpegs
 
     from fgclip_model.embed import EmbedConfig, embed
@@ -83,7 +84,7 @@ def run(families: list[str], backends: list[str], n: int, batch_size: int, worke
             model = build(family, tmp)
             for backend in backends:
                 out = tmp / f"out-{family}-{backend}"
-                config = EmbedConfig(str(model), str(tmp / "images"), str(out), backend=backend,
+                config = EmbedConfig(str(model), str(tmp / "images"), str(out), backend=backend, device=device,
                                      batch_size=batch_size, workers=workers, part_size=n, progress=False)  # fmt: skip
                 result = embed(config)
                 summary = result_json(result)
@@ -93,6 +94,7 @@ def run(families: list[str], backends: list[str], n: int, batch_size: int, worke
                     "images": result.images,
                     "batch_size": batch_size,
                     "workers": workers,
+                    "device": device,
                     "jpeg_MB": round(megabytes, 3),
                     "images_per_second": round(summary["images_per_second"], 3),
                     "steady_images_per_second": round(summary["steady_images_per_second"], 3),
@@ -128,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (onnx runs on the CPU only)")
     parser.add_argument("--backends", nargs="+", default=["eager", "bf16", "compile", "onnx"])
     parser.add_argument("--models", nargs="+", default=["fgclip2", "fgclip"], choices=["fgclip2", "fgclip"])
     parser.add_argument("--out", default=str(RESULTS / "cpu-embed"), help="results path without suffix")
     args = parser.parse_args(argv)
     machine = cpu()
-    rows = run(args.models, args.backends, args.images, args.batch_size, args.workers)
+    rows = run(args.models, args.backends, args.images, args.batch_size, args.workers, args.device)
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(machine, rows))
