@@ -469,3 +469,12 @@ def test_backends_give_the_eager_rows(models, images, tmp_path, monkeypatch, bac
         want, _ = _rows(tmp_path / "eager", kind, meta)
         got, _ = _rows(tmp_path / backend, kind, meta)
         assert (want * got).sum(axis=1).min() > 0.999, kind  # cosine of unit rows
+
+
+def test_without_the_extra_embed_says_which_to_install(models, images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    code = cli_main(["embed", "--model", str(models["fgclip"]), "--input", str(images), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and 'pip install "fgclip-model[embed]"' in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
