@@ -6,6 +6,9 @@
 ``fgclip-model export diffusers --model LONGCLIP --out DIR [--base SD_FOLDER]`` writes Long-CLIP as Stable
 Diffusion's text encoder (``text_encoder/``, ``tokenizer/``, ``text_encoder.safetensors``); with an SDXL ``--base``
 its second encoder is stretched to the same length (``text_encoder_2/``, ``tokenizer_2/``).
+
+``fgclip-model embed`` / ``fgclip-model search``: bulk embeddings and text search over them (the ``[embed]`` extra;
+see :mod:`fgclip_model.embed`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diffusion.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     diffusion.set_defaults(run=_export_diffusers)
+    from fgclip_model.embed.cli import add_embed_parser, add_search_parser, run
+
+    add_embed_parser(commands)
+    add_search_parser(commands)
+    commands.choices["embed"].set_defaults(run=run)  # its own one-line errors, named by subcommand
+    commands.choices["search"].set_defaults(run=run)
     return parser
 
 
