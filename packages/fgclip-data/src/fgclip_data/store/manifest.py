@@ -14,14 +14,21 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fgclip_data.report import DataError
+
 MANIFEST = "manifest.json"
 FORMAT = "fgclip-store"
 SCHEMA_VERSION = 1
 _EDGE = 1 << 20
 
 
-class StoreError(ValueError):
-    """A store that cannot be used as it is (truncated, foreign, another schema version, other sources)."""
+class StoreError(DataError):
+    """A store that cannot be used as it is (truncated, foreign, another schema version, other sources); the
+    message names the store file and the fix."""
+
+    def __init__(self, message: str) -> None:
+        ValueError.__init__(self, message)
+        self.reason, self.file, self.record, self.field = message, None, None, None
 
 
 def fingerprint(path: Path) -> str:

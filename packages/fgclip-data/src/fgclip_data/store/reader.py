@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from bisect import bisect_right
+from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -168,12 +169,13 @@ class StoreReader:
                 "rerun `fgclip-data store build` with the same sources to finish it"
             )
         self.files = [f.path for f in self.manifest.files]
+        self.rows = self.manifest.rows
         self._pid: int | None = None
         self._starts: list[int] = []
         self._batches: list = []
 
     def __len__(self) -> int:
-        return self.manifest.rows
+        return self.rows
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_pid": None, "_starts": [], "_batches": []}
@@ -217,14 +219,18 @@ class StoreReader:
     def locate(self, i: int) -> tuple[_Batch, int]:
         if self._pid != os.getpid():
             self.open()
-        if not 0 <= i < len(self):
-            raise IndexError(f"record {i} of a store of {len(self)}")
+        if not 0 <= i < self.rows:
+            raise IndexError(f"record {i} of a store of {self.rows}")
         b = bisect_right(self._starts, i) - 1
         return self._batch(b), i - self._starts[b]
 
     def record(self, i: int) -> RecordRef:
         batch, row = self.locate(i)
         return RecordRef(self.files[int(batch.file[row])], int(batch.index[row]), batch.record(row))
+
+    def __iter__(self) -> Iterator[RecordRef]:
+        """Every record in store order (e.g. to build a tokenizer's vocabulary)."""
+        return (self.record(i) for i in range(len(self)))
 
     def column(self, name: str) -> np.ndarray:
         """A whole top-level numeric column (``file`` or ``index``) as one array (a copy: 4-8 bytes a row)."""
