@@ -25,6 +25,13 @@ from fgclip_data.store.manifest import Manifest, StoreError
 from fgclip_data.store.schema import SCHEMA
 
 
+def _view(buffer: pa.Buffer, code: str, start: int, count: int) -> memoryview:
+    """``count`` items of format ``code`` ('i' int32, 'q' int64, 'd' float64) of a buffer from item ``start``:
+    indexing it gives Python numbers directly (faster than numpy scalars for one record at a time)."""
+    size = memoryview(b"").cast("B").cast(code).itemsize
+    return memoryview(buffer).cast("B")[start * size : (start + count) * size].cast(code)
+
+
 class _Strings:
     """A string column: int32 offsets and the UTF-8 bytes."""
 
@@ -32,27 +39,34 @@ class _Strings:
 
     def __init__(self, array: pa.Array) -> None:
         _, offsets, data = array.buffers()[:3]
-        self.offsets = np.frombuffer(offsets, np.int32, len(array) + 1, array.offset * 4)
+        self.offsets = _view(offsets, "i", array.offset, len(array) + 1)
         self.data = memoryview(data) if data is not None else memoryview(b"")
 
     def get(self, i: int) -> str:
-        start, end = self.offsets[i : i + 2].tolist()
-        return str(self.data[start:end], "utf-8")
+        offsets = self.offsets
+        return str(self.data[offsets[i] : offsets[i + 1]], "utf-8")
 
     def range(self, i: int, j: int) -> list[str]:
         """Strings ``i`` to ``j - 1``: one decode of their bytes when they are ASCII (then byte and character
         offsets agree), else one decode each."""
         offsets = self.offsets[i : j + 1].tolist()
         base = offsets[0]
-        chunk = bytes(self.data[base : offsets[-1]])
-        if chunk.isascii():
-            text = chunk.decode("ascii")
-            return [text[a - base : b - base] for a, b in pairwise(offsets)]
-        return [chunk[a - base : b - base].decode("utf-8") for a, b in pairwise(offsets)]
+        chunk = self.data[base : offsets[-1]]
+        try:
+            text = str(chunk, "ascii")
+        except UnicodeDecodeError:
+            return [str(chunk[a - base : b - base], "utf-8") for a, b in pairwise(offsets)]
+        return [text[a - base : b - base] for a, b in pairwise(offsets)]
 
 
-def _offsets(array: pa.Array) -> np.ndarray:
-    return np.frombuffer(array.buffers()[1], np.int32, len(array) + 1, array.offset * 4)
+def _values(array: pa.Array, code: str) -> memoryview:
+    """A fixed-width column as a view of its buffer (``to_numpy`` would first set up pyarrow's pandas interop:
+    ~26 MB in every process)."""
+    return _view(array.buffers()[1], code, array.offset, len(array))
+
+
+def _offsets(array: pa.Array) -> memoryview:
+    return _view(array.buffers()[1], "i", array.offset, len(array) + 1)
 
 
 def _valid(array: pa.Array):
@@ -60,25 +74,16 @@ def _valid(array: pa.Array):
     return None if bitmap is None else memoryview(bitmap)
 
 
-_set = object.__setattr__
+# A BoxInfo / FineHARDRecord of values validated when the store was built is set as pydantic's model_construct
+# sets it (every field given, no extras; the record's private _dropped_boxes empty: a stored record drops no more
+# boxes), without its per-call bookkeeping.
+_set, _new = object.__setattr__, object.__new__
 _RECORD_FIELDS = frozenset(FineHARDRecord.model_fields)
 _BOX_FIELDS = frozenset(BoxInfo.model_fields)
 
 
-def _box(values: dict) -> BoxInfo:
-    """A BoxInfo of values validated when the store was built, set as pydantic's ``model_construct`` sets them
-    (every field given, no extras, no private attributes), without its per-call bookkeeping."""
-    box = BoxInfo.__new__(BoxInfo)
-    _set(box, "__dict__", values)
-    _set(box, "__pydantic_fields_set__", set(_BOX_FIELDS))
-    _set(box, "__pydantic_extra__", None)
-    _set(box, "__pydantic_private__", None)
-    return box
-
-
 def _record(values: dict) -> FineHARDRecord:
-    """A FineHARDRecord likewise (its private ``_dropped_boxes`` empty: a stored record drops no more boxes)."""
-    record = FineHARDRecord.__new__(FineHARDRecord)
+    record = _new(FineHARDRecord)
     _set(record, "__dict__", values)
     _set(record, "__pydantic_fields_set__", set(_RECORD_FIELDS))
     _set(record, "__pydantic_extra__", None)
@@ -92,8 +97,8 @@ class _Batch:
     def __init__(self, batch: pa.RecordBatch) -> None:
         if any(column.offset for column in batch.columns):
             raise StoreError("store record batch with sliced columns (not written by fgclip-data)")
-        self.file = batch.column("file").to_numpy()
-        self.index = batch.column("index").to_numpy()
+        self.file = _values(batch.column("file"), "i")
+        self.index = _values(batch.column("index"), "q")
         self.f_path = _Strings(batch.column("f_path"))
         self.caption = _Strings(batch.column("caption"))
         self.short_caption = _Strings(batch.column("short_caption"))
@@ -102,16 +107,16 @@ class _Batch:
         self.box_offsets = _offsets(boxes)
         struct = boxes.values
         bbox = struct.field("bbox")
-        self.bbox_offsets, self.coords = _offsets(bbox), bbox.values.to_numpy()
+        self.bbox_offsets, self.coords = _offsets(bbox), _values(bbox.values, "d")
         self.short_expr = _Strings(struct.field("short_expr"))
         self.long_expr = _Strings(struct.field("long_expr"))
-        self.flags = struct.field("flag_short_neg").to_numpy()
+        self.flags = _values(struct.field("flag_short_neg"), "q")
         negs = struct.field("short_expr_negs")
         self.negs_offsets, self.negs_valid = _offsets(negs), _valid(negs)
         self.keys, self.values = _Strings(negs.keys), _Strings(negs.items)
 
     def boxes(self, row: int) -> list[BoxInfo]:
-        first, last = self.box_offsets[row : row + 2].tolist()
+        first, last = self.box_offsets[row], self.box_offsets[row + 1]
         if first == last:
             return []
         coords = self.bbox_offsets[first : last + 1].tolist()
@@ -124,22 +129,23 @@ class _Batch:
         c0, n0 = coords[0], negs[0]
         out = []
         for k in range(last - first):
-            b = first + k
             mapping = None
+            b = first + k
             if valid is None or (valid[b >> 3] >> (b & 7)) & 1:
                 a, z = negs[k] - n0, negs[k + 1] - n0
                 mapping = dict(zip(keys[a:z], texts[a:z], strict=True))
-            out.append(
-                _box(
-                    {
-                        "bbox": values[coords[k] - c0 : coords[k + 1] - c0],
-                        "short_expr": short[k],
-                        "long_expr": long[k],
-                        "flag_short_neg": flags[k],
-                        "short_expr_negs": mapping,
-                    }
-                )
-            )
+            box = _new(BoxInfo)
+            _set(box, "__dict__", {
+                "bbox": values[coords[k] - c0 : coords[k + 1] - c0],
+                "short_expr": short[k],
+                "long_expr": long[k],
+                "flag_short_neg": flags[k],
+                "short_expr_negs": mapping,
+            })  # fmt: skip
+            _set(box, "__pydantic_fields_set__", set(_BOX_FIELDS))
+            _set(box, "__pydantic_extra__", None)
+            _set(box, "__pydantic_private__", None)
+            out.append(box)
         return out
 
     def record(self, row: int) -> FineHARDRecord:
@@ -226,7 +232,7 @@ class StoreReader:
 
     def record(self, i: int) -> RecordRef:
         batch, row = self.locate(i)
-        return RecordRef(self.files[int(batch.file[row])], int(batch.index[row]), batch.record(row))
+        return RecordRef(self.files[batch.file[row]], batch.index[row], batch.record(row))
 
     def __iter__(self) -> Iterator[RecordRef]:
         """Every record in store order (e.g. to build a tokenizer's vocabulary)."""
@@ -236,11 +242,12 @@ class StoreReader:
         """A whole top-level numeric column (``file`` or ``index``) as one array (a copy: 4-8 bytes a row)."""
         if self._pid != os.getpid():
             self.open()
-        return np.concatenate([getattr(self._batch(b), name) for b in range(len(self._batches))] or [np.array([])])
+        columns = [np.asarray(getattr(self._batch(b), name)) for b in range(len(self._batches))]
+        return np.concatenate(columns) if columns else np.zeros(0)
 
     def chinese(self) -> np.ndarray:
         """Whether each row is a Chinese record (``is_cn`` present), from the offsets alone (1 byte a row)."""
         if self._pid != os.getpid():
             self.open()
-        parts = [np.diff(self._batch(b).is_cn.offsets) > 0 for b in range(len(self._batches))]
+        parts = [np.diff(np.asarray(self._batch(b).is_cn.offsets)) > 0 for b in range(len(self._batches))]
         return np.concatenate(parts) if parts else np.zeros(0, bool)
