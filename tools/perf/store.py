@@ -143,10 +143,10 @@ def random_access(kind: str, path: str, n: int, seed: int = 0) -> dict:
     access = NoImage(data)
     rng = random.Random(seed)
     indices = [rng.randrange(len(access)) for _ in range(n)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in indices:
         access[i]
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     end = pss()
     return {
         "kind": kind,
@@ -154,6 +154,7 @@ def random_access(kind: str, path: str, n: int, seed: int = 0) -> dict:
         "open_s": opened,
         "accessed": n,
         "records_per_s": n / seconds,
+        "records_per_cpu_s": n / cpu_seconds,
         "pss_added_open": after_open["Pss"] - base["Pss"],
         "pss_added": end["Pss"] - base["Pss"],
         "pss_anon_added": end["Pss_Anon"] - base["Pss_Anon"],
@@ -253,15 +254,16 @@ def build(json_folder: Path, store: Path) -> dict:
     from fgclip_data.store import build_store
 
     shutil.rmtree(store, ignore_errors=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     manifest = build_store([json_folder], store)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
     json_bytes = tree_bytes(json_folder.glob("*.json"))
     store_bytes = tree_bytes(store.glob("*.arrow"))
     return {
         "records": manifest.rows,
         "build_s": seconds,
         "build_records_per_s": manifest.rows / seconds,
+        "build_records_per_cpu_s": manifest.rows / cpu_seconds,
         "json_bytes": json_bytes,
         "store_bytes": store_bytes,
         "store_over_json": store_bytes / json_bytes,
@@ -272,10 +274,12 @@ def measure(args) -> dict:
     work = Path(args.work)
     n, m = args.records, args.baseline_records
     print(f"generating {n} and {m} synthetic records in {work} ...", file=sys.stderr)
-    big, small = work / f"json-{n}", work / f"json-{m}"
+    big, small, tiny = work / f"json-{n}", work / f"json-{m}", work / f"json-{args.node_json_records}"
     generate(big, n)
     generate(small, m)
+    generate(tiny, args.node_json_records)
     result: dict = {"cpu": cpu_info(), "records": n, "baseline_records": m, "full_size": FULL}
+    result["node_json_records"] = args.node_json_records
     print("building the stores ...", file=sys.stderr)
     result["build"] = build(big, work / f"store-{n}")
     result["build_small"] = build(small, work / f"store-{m}")
@@ -294,7 +298,7 @@ def measure(args) -> dict:
             "none": node("none", "", *map(int, base)),
             "store": node("store", str(work / f"store-{n}"), *map(int, base)),
             "store_small": node("store", str(work / f"store-{m}"), *map(int, base)),
-            "json_small": node("json", str(small), *map(int, base)),
+            "json_small": node("json", str(tiny), *map(int, base)),
         }
     result["extrapolated"] = extrapolate(result)
     result["cpu"]["load_average_end"] = os.getloadavg()
@@ -319,7 +323,7 @@ def extrapolate(r: dict) -> dict:
     if "node" in r:
         ranks, none = r["node"]["none"]["ranks"], r["node"]["none"]
         json_node, store_node = r["node"]["json_small"], r["node"]["store"]
-        out["json_node_per_rank_bytes"] = (json_node["Pss"] - none["Pss"]) / ranks * full / m
+        out["json_node_per_rank_bytes"] = (json_node["Pss"] - none["Pss"]) / ranks * full / r["node_json_records"]
         out["store_node_per_rank_anon_bytes"] = (store_node["Pss_Anon"] - none["Pss_Anon"]) / ranks + 4 * full
     return out
 
@@ -334,13 +338,15 @@ def markdown(r: dict) -> str:
         "",
         "| measure | store | today's path (read_records + FineHARDDataset) |",
         "|---|---|---|",
-        f"| build ({n:,} records) | {b['build_s']:.1f} s, {b['build_records_per_s']:,.0f} records/s | — |",
+        f"| build ({n:,} records) | {b['build_s']:.1f} s: {b['build_records_per_s']:,.0f} records/s "
+        f"({b['build_records_per_cpu_s']:,.0f} per CPU second) | — |",
         f"| size | {b['store_bytes'] / mb:,.0f} MB ({b['store_over_json']:.2f} × the JSON) | "
         f"{b['json_bytes'] / mb:,.0f} MB of JSON |",
         f"| open (one rank) | {rank['store']['open_s']:.3f} s at {n:,} | "
         f"{rank['json_small']['open_s']:.1f} s at {m:,} |",
-        f"| random access, record → Sample | {rank['store']['records_per_s']:,.0f} /s | "
-        f"{rank['json_small']['records_per_s']:,.0f} /s |",
+        f"| random access, record → Sample, one process | {rank['store']['records_per_s']:,.0f} /s "
+        f"({rank['store']['records_per_cpu_s']:,.0f} per CPU second) | {rank['json_small']['records_per_s']:,.0f} /s "
+        f"({rank['json_small']['records_per_cpu_s']:,.0f} per CPU second) |",
         f"| memory added, one rank (PSS; anonymous part) | {rank['store']['pss_added'] / mb:.0f} MB; "
         f"{rank['store']['pss_anon_added'] / mb:.0f} MB at {n:,} ({rank['store_small']['pss_anon_added'] / mb:.0f} MB "
         f"at {m:,}) | {rank['json_small']['pss_added'] / mb:.0f} MB; {rank['json_small']['pss_anon_added'] / mb:.0f}"
@@ -356,7 +362,7 @@ def markdown(r: dict) -> str:
         lines.append(
             f"| {ranks} ranks × {none['workers']} workers: PSS added per rank (anonymous) | {added(s, 'Pss')} MB "
             f"({added(s, 'Pss_Anon')} MB) at {n:,}; {added(ss, 'Pss')} MB ({added(ss, 'Pss_Anon')} MB) at {m:,} | "
-            f"{added(j, 'Pss')} MB ({added(j, 'Pss_Anon')} MB) at {m:,} |"
+            f"{added(j, 'Pss')} MB ({added(j, 'Pss_Anon')} MB) at {r['node_json_records']:,} |"
         )
     lines += [
         "",
@@ -387,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, default=8, help="rank processes of the node measurement (0: skip)")
     parser.add_argument("--workers", type=int, default=2, help="loader workers per rank")
     parser.add_argument("--per-rank", type=int, default=4096, help="random samples each rank reads")
+    parser.add_argument(
+        "--node-json-records", type=int, default=20_000, help="records of today's path in the node measurement"
+    )
     parser.add_argument("--work", default="/tmp/fgclip-store-bench", help="folder for the JSON and the stores")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "store.json")
     args = parser.parse_args(argv)

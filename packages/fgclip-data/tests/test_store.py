@@ -101,15 +101,18 @@ def test_store_reads_back_every_record_with_its_origin(hostile, tmp_path):
     assert verify_store(tmp_path / "store") == []
 
 
-def test_interrupted_build_resumes_to_the_uninterrupted_store(hostile, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_build_resumes_to_the_uninterrupted_store(hostile, tmp_path, workers):
+    """A build cut after 3 parts and rerun gives the uninterrupted store byte for byte, with the same report;
+    with 2 worker processes too (parsing files in parallel changes nothing in the store)."""
     whole = build_store([hostile], tmp_path / "whole", batch_rows=2, part_rows=6)
-    first = build_store([hostile], tmp_path / "cut", batch_rows=2, part_rows=6, stop_after_parts=3)
+    first = build_store([hostile], tmp_path / "cut", batch_rows=2, part_rows=6, stop_after_parts=3, workers=workers)
     assert not first.complete and len(first.parts) == 3
     with pytest.raises(StoreError, match="interrupted"):
         StoreReader(tmp_path / "cut")
     (tmp_path / "cut" / ".part.arrow.tmp").write_bytes(b"half a part")  # what a kill leaves behind
     report = Report()
-    resumed = build_store([hostile], tmp_path / "cut", batch_rows=2, part_rows=6, report=report)
+    resumed = build_store([hostile], tmp_path / "cut", batch_rows=2, part_rows=6, report=report, workers=workers)
     assert resumed.parts == whole.parts  # same bytes, part by part
     assert (resumed.problems, resumed.examples) == (whole.problems, whole.examples)
     assert dict(report.counts) == whole.problems

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--out", required=True, type=Path, help="store folder (rerun to resume)")
     sb.add_argument("--batch-rows", type=int, default=16_384, help="rows per Arrow record batch")
     sb.add_argument("--part-rows", type=int, default=262_144, help="rows per part file (the unit of resumption)")
+    sb.add_argument("--workers", type=int, default=1, help="processes parsing source files in parallel")
     sb.add_argument("--strict", action="store_true")
     sv = store.add_parser("verify", help="re-hash the parts and re-fingerprint the sources against the manifest")
     sv.add_argument("store", type=Path)
@@ -236,7 +237,9 @@ def _store_build(args) -> int:
 
     report = Report(strict=args.strict)
     with _bar(None, "records", "rec") as bar:
-        manifest = build_store(args.sources, args.out, args.batch_rows, args.part_rows, report, progress=bar.update)
+        manifest = build_store(
+            args.sources, args.out, args.batch_rows, args.part_rows, report, bar.update, workers=args.workers
+        )
     print(report.summary("store build"))
     print(f"manifest: {args.out / 'manifest.json'} ({manifest.rows} records in {len(manifest.parts)} parts)")
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -62,6 +62,97 @@ def _prepare(out: Path, manifest: Manifest) -> Manifest:
     return previous
 
 
+END = -1  # "the file is done": the position moves on to the next file
+
+
+def _batch(rows: list, file: Path, report: Report) -> pa.RecordBatch:
+    """``to_batch``, with the rare text Arrow cannot hold as UTF-8 reported and its records left out."""
+    try:
+        return to_batch(rows)
+    except UnicodeEncodeError:
+        kept = []
+        for row in rows:
+            field = unencodable(row[2])
+            if field is None:
+                kept.append(row)
+            else:
+                report.problem(NOT_UTF8, str(file), row[1], field)
+                report.done["records"] -= 1
+        return to_batch(kept)
+
+
+def _taken(report: Report) -> Report:
+    """What ``report`` holds, moved into a new report (``report`` is left empty and goes on counting)."""
+    taken = Report(report.strict, report.examples_per_reason, report.counts.copy(), report.examples, report.done.copy())
+    report.counts.clear()
+    report.done.clear()
+    report.examples = {}
+    return taken
+
+
+def convert(
+    file: Path, k: int, skip: int, batch_rows: int, strict: bool
+) -> Iterator[tuple[pa.RecordBatch, int, Report]]:
+    """Record batches of source file number ``k`` from record ``skip`` on, each with the index after its last
+    record (:data:`END` for the file's last, possibly empty, batch) and the report of the records it covers."""
+    report, pending = Report(strict=strict), []
+    collecting = gc.isenabled()
+    gc.disable()  # records hold no cycles; collections would rescan the pending batch for nothing
+    try:
+        for index, record in parse_file(file, report, skip):
+            if record is None:
+                continue
+            pending.append((k, index, record))
+            if len(pending) == batch_rows:
+                batch = _batch(pending, file, report)
+                pending = []
+                yield batch, index + 1, _taken(report)
+        yield _batch(pending, file, report), END, _taken(report)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _convert_to(file: Path, k: int, skip: int, batch_rows: int, strict: bool, out: Path) -> list[tuple[int, Report]]:
+    """:func:`convert` in a worker process: the batches go to the Arrow file ``out``, (next index, report)
+    of each comes back."""
+    done = []
+    with ipc.new_file(pa.OSFile(str(out), "wb"), SCHEMA) as writer:
+        for batch, after, report in convert(file, k, skip, batch_rows, strict):
+            writer.write_batch(batch)
+            done.append((after, report))
+    return done
+
+
+def _converted_in_parallel(files, start, batch_rows, strict, workers, scratch: Path):
+    """What :func:`convert` gives for every file from ``start`` on, computed by ``workers`` processes a file
+    each (at most ``workers + 1`` files ahead of the writer, in scratch Arrow files) and delivered in order."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    first, skip = start
+    jobs = [(f, k, skip if k == first else 0) for k, f in enumerate(files) if k >= first]
+    scratch.mkdir(exist_ok=True)
+    with ProcessPoolExecutor(workers) as pool:
+        running = {}
+
+        def submit(n: int) -> None:
+            if n < len(jobs):
+                file, k, skip_k = jobs[n]
+                running[n] = pool.submit(_convert_to, file, k, skip_k, batch_rows, strict, scratch / f"{k}.arrow")
+
+        for n in range(workers + 1):
+            submit(n)
+        for n, (_, k, _) in enumerate(jobs):
+            done = running.pop(n).result()
+            submit(n + workers + 1)
+            path = scratch / f"{k}.arrow"
+            with pa.memory_map(str(path)) as source:
+                reader = ipc.open_file(source)
+                for b, (after, report) in enumerate(done):
+                    yield k, reader.get_batch(b), after, report
+            path.unlink()
+
+
 def build_store(
     sources: Sequence[str | Path],
     out: str | Path,
@@ -70,12 +161,16 @@ def build_store(
     report: Report | None = None,
     progress: Callable[[int], None] | None = None,
     stop_after_parts: int | None = None,
+    workers: int = 1,
 ) -> Manifest:
     """Build (or resume building) the store ``out`` from record files, folders of them or ``.txt`` listings.
 
-    ``report`` receives this run's problems and counts (a resumed run: the whole build's problems, from the
-    manifest, plus what it re-read). ``progress(n)`` is called with each record read. ``stop_after_parts``
-    ends the call after that many new parts (an interrupted build, for tests)."""
+    Record batches hold ``batch_rows`` rows of one source file (its last batch fewer); a part ends at the first
+    batch end past ``part_rows`` rows. ``workers`` > 1 parses and validates that many source files at a time in
+    worker processes (the store is the same, byte for byte). ``report`` receives this run's problems and counts
+    (a resumed run: the whole build's problems, from the manifest, plus what it re-read). ``progress(n)``
+    is called with the rows of each batch. ``stop_after_parts`` ends the call after that many new parts (an
+    interrupted build, for tests)."""
     if batch_rows < 1 or part_rows < batch_rows:
         raise ValueError(f"need 1 <= batch_rows <= part_rows, got {batch_rows} and {part_rows}")
     out = Path(out)
@@ -89,35 +184,12 @@ def build_store(
         report.count("records in store", manifest.rows)
         return manifest
     now = Report(strict=report.strict)
-    pending: list = []
     writer: ipc.RecordBatchFileWriter | None = None
     part_rows_now, new_parts = 0, 0
     tmp = out / ".part.arrow.tmp"
 
-    def write_batch() -> None:
-        nonlocal writer, part_rows_now, pending
-        if writer is None:
-            writer = ipc.new_file(pa.OSFile(str(tmp), "wb"), SCHEMA)
-        try:
-            batch = to_batch(pending)
-        except UnicodeEncodeError:  # rare: find the records, report them, store the rest
-            kept = []
-            for row in pending:
-                field = unencodable(row[2])
-                if field is None:
-                    kept.append(row)
-                else:
-                    now.problem(NOT_UTF8, str(files[row[0]]), row[1], field)
-                    now.done["records"] -= 1
-            batch = to_batch(kept)
-        writer.write_batch(batch)
-        part_rows_now += batch.num_rows
-        pending = []
-
     def commit(position: list[int]) -> None:
         nonlocal writer, part_rows_now, new_parts
-        if pending:
-            write_batch()
         if writer is not None:
             writer.close()
             name = f"part-{len(manifest.parts):05d}.arrow"
@@ -132,27 +204,29 @@ def build_store(
         manifest.position = position
         manifest.save(out)
 
-    start_file, start_index = manifest.position
-    collecting = gc.isenabled()
-    gc.disable()  # records hold no cycles; collections would rescan the pending batch for nothing
-    try:
-        for k in range(start_file, len(files)):
-            skip = start_index if k == start_file else 0
-            for index, record in parse_file(files[k], now, skip):
-                if progress:
-                    progress(1)
-                if record is None:
-                    continue
-                pending.append((k, index, record))
-                if len(pending) == batch_rows:
-                    write_batch()
-                    if part_rows_now >= part_rows:
-                        commit([k, index + 1])
-                        if stop_after_parts is not None and new_parts >= stop_after_parts:
-                            return manifest
-    finally:
-        if collecting:
-            gc.enable()
+    start = tuple(manifest.position)
+    if workers > 1:
+        batches = _converted_in_parallel(files, start, batch_rows, report.strict, workers, out / ".scratch")
+    else:
+        batches = (
+            (k, *converted)
+            for k in range(start[0], len(files))
+            for converted in convert(files[k], k, start[1] if k == start[0] else 0, batch_rows, report.strict)
+        )
+    for k, batch, after, batch_report in batches:
+        now.merge(batch_report)
+        if batch.num_rows:
+            if writer is None:
+                writer = ipc.new_file(pa.OSFile(str(tmp), "wb"), SCHEMA)
+            writer.write_batch(batch)
+            part_rows_now += batch.num_rows
+            if progress:
+                progress(batch.num_rows)
+        if part_rows_now >= part_rows:
+            commit([k + 1, 0] if after == END else [k, after])
+            if stop_after_parts is not None and new_parts >= stop_after_parts:
+                batches.close()
+                return manifest
     manifest.complete = True
     commit([len(files), 0])
     report.merge(earlier)
