@@ -138,7 +138,7 @@ def test_store_never_mixes_sources_or_sizes(hostile, tmp_path, make):
 def _cli_error(capsys, argv) -> str:
     """stderr of a command that must exit 2 with one ``fgclip-data: error:`` line per problem."""
     assert main(argv) == 2
-    lines = capsys.readouterr().err.strip().split("\n")
+    lines = [line for line in capsys.readouterr().err.strip().split("\n") if not line.startswith("records:")]
     assert all(line.startswith("fgclip-data: error: ") for line in lines), lines
     return "\n".join(lines)
 
@@ -200,3 +200,13 @@ def test_store_dataset_gives_the_json_datasets_samples(finehard, tmp_path):
             assert (a.hard_boxes, a.hard_texts, a.chinese) == (b.hard_boxes, b.hard_texts, b.chinese)
             assert a.image.tobytes() == b.image.tobytes()
     assert json_data.report.counts == store_data.report.counts
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_strict_build_stops_at_the_first_problem_in_one_line(hostile, tmp_path, capsys, workers):
+    argv = ["store", "build", str(hostile), "--out", str(tmp_path / "s"), "--strict", "--workers", workers]
+    err = _cli_error(capsys, argv)
+    assert err == (
+        f"fgclip-data: error: {hostile / 'a.json'}, record 20, field 'bbox_info.0.bbox': "
+        "malformed box dropped (fewer than 4 coordinates)"
+    )

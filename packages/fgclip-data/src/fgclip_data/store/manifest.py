@@ -30,6 +30,9 @@ class StoreError(DataError):
         ValueError.__init__(self, message)
         self.reason, self.file, self.record, self.field = message, None, None, None
 
+    def __reduce__(self):
+        return (type(self), (self.reason,))
+
 
 def fingerprint(path: Path) -> str:
     """SHA-256 of the size and the first and last MiB of ``path`` (see the module docstring)."""

@@ -10,6 +10,7 @@ returns for it, with nothing to report; any other record takes the project's own
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,17 +119,21 @@ def _elements(path: Path) -> Iterator[object]:
 
 
 def _array(path: Path, report: Report, start: int) -> Iterator[tuple[int, FineHARDRecord | None]]:
-    file, index = str(path), -1
-    try:
-        for index, data in enumerate(_elements(path)):
-            if index < start:
-                continue
-            try:
-                yield index, _fast(FineHARDRecord.model_validate(data), report)
-            except ValidationError:
-                yield index, validate(data, file, index, report)
-    except ValueError:  # JSONDecodeError, UnicodeDecodeError: truncated, binary or invalid
-        report.problem(_ARRAY_ERROR, file, index + 1)
+    file, elements = str(path), _elements(path)
+    for index in itertools.count():
+        try:
+            data = next(elements)
+        except StopIteration:
+            return
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError: truncated, binary or invalid
+            report.problem(_ARRAY_ERROR, file, index)
+            return
+        if index < start:
+            continue
+        try:
+            yield index, _fast(FineHARDRecord.model_validate(data), report)
+        except ValidationError:
+            yield index, validate(data, file, index, report)
 
 
 def parse_file(path: Path, report: Report, start: int = 0) -> Iterator[tuple[int, FineHARDRecord | None]]:

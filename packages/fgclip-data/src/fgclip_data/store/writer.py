@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -229,6 +230,8 @@ def build_store(
                 return manifest
     manifest.complete = True
     commit([len(files), 0])
+    shutil.rmtree(out / ".scratch", ignore_errors=True)  # what a cut parallel build left
+    tmp.unlink(missing_ok=True)
     report.merge(earlier)
     report.merge(now)
     report.count("records in store", manifest.rows)
