@@ -97,6 +97,17 @@ def test_bad_store_stops_the_run_with_one_line(store_set, tiny_overrides, tmp_pa
     assert len(err.splitlines()) == 1 and "part-00001.arrow" in err and "truncated" in err
 
 
+def test_store_with_chinese_records_is_refused_in_one_line(store_set, tiny_overrides, tmp_path, capsys):
+    args = [
+        *_overrides(tiny_overrides, tmp_path / "run"),
+        *_data(store_set, store_set / "store"),
+        f"--data.train_cn={store_set / 'fgshapes' / 'jsonfiles' / 'train'}",
+    ]
+    assert main(args, "stage2", stage=2) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data.train_cn" in err and "record store" in err
+
+
 def _stage2(args: list[str], env: dict) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "fgclip_train.cli", *args], env=env, capture_output=True, text=True, timeout=900

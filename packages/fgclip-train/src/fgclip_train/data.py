@@ -16,7 +16,7 @@ from fgclip_data.fgshapes import FGShapesFolder
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
 from fgclip_data.schema import FineHARDRecord
 from fgclip_data.shards import iter_shard_records
-from fgclip_data.store import StoreReader, is_store
+from fgclip_data.store import StoreError, StoreReader, is_store
 from fgclip_data.store.dataset import FineHARDStore
 from fgclip_data.tokenizer import build_word_tokenizer
 
@@ -133,7 +133,10 @@ def read_sources(config: TrainConfig) -> tuple[DataSources, list | None, list]:
         return sources, None, val
     if is_store(sources.train):  # a record store: mapped, not read (FineHARDStore serves the samples)
         if sources.train_cn is not None:
-            raise ValueError("data.train is a record store: data.train_cn (bilingual batches) needs JSON records")
+            raise StoreError(
+                f"data.train {sources.train} is a record store: data.train_cn (monolingual bilingual batches) "
+                "needs JSON records for both; leave data.train_cn out or give JSON records"
+            )
         return sources, StoreReader(sources.train).open(), val  # checked here, mapped again by each process
     records = read_records(sources.train)
     if sources.train_cn is not None:
