@@ -11,6 +11,7 @@ from fgclip_data.finehard.reader import iter_records, read_records
 from fgclip_data.finehard.samples import Sample, SampleOptions, Skipped
 from fgclip_data.report import DataError, Report
 from fgclip_data.schema import BoxInfo, FineHARDRecord
+from fgclip_data.store.dataset import FineHARDStore
 
 __all__ = [
     "BoxInfo",
@@ -20,6 +21,7 @@ __all__ = [
     "FineHARDDataset",
     "FineHARDRecord",
     "FineHARDShards",
+    "FineHARDStore",
     "FineHARDStream",
     "ImageResize",
     "Report",

@@ -1,4 +1,5 @@
-"""``fgclip-data``: FineHARD download / rename / check, ShareGPT4V check, FG-Shapes generation, imports.
+"""``fgclip-data``: FineHARD download / rename / check, ShareGPT4V check, FG-Shapes generation, shards, stores,
+imports.
 
 Every command shows a progress bar and ends with a summary of what it did and what it skipped (and why).
 ``--strict`` turns the first bad input into an error that names file, record and field.
@@ -94,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     vf = shards.add_parser("verify", help="re-hash every shard against the manifest")
     vf.add_argument("--out", required=True, type=Path, help="shard folder")
     _add_import_parsers(groups)
+
+    store = groups.add_parser("store", help="memory-mapped record store").add_subparsers(dest="command", required=True)
+    sb = store.add_parser("build", help="FineHARD-format record files -> an Arrow record store (resumable)")
+    sb.add_argument("sources", nargs="+", type=Path, help="record files, jsonfiles folders or .txt listings")
+    sb.add_argument("--out", required=True, type=Path, help="store folder (rerun to resume)")
+    sb.add_argument("--batch-rows", type=int, default=16_384, help="rows per Arrow record batch")
+    sb.add_argument("--part-rows", type=int, default=262_144, help="rows per part file (the unit of resumption)")
+    sb.add_argument("--workers", type=int, default=1, help="processes parsing source files in parallel")
+    sb.add_argument("--strict", action="store_true")
+    sv = store.add_parser("verify", help="re-hash the parts and re-fingerprint the sources against the manifest")
+    sv.add_argument("store", type=Path)
     return parser
 
 
@@ -291,7 +303,32 @@ def _shards_verify(args) -> int:
     return 1 if problems else 0
 
 
+def _store_build(args) -> int:
+    from fgclip_data.store import build_store
+
+    report = Report(strict=args.strict)
+    with _bar(None, "records", "rec") as bar:
+        manifest = build_store(
+            args.sources, args.out, args.batch_rows, args.part_rows, report, bar.update, workers=args.workers
+        )
+    print(report.summary("store build"))
+    print(f"manifest: {args.out / 'manifest.json'} ({manifest.rows} records in {len(manifest.parts)} parts)")
+    return 0
+
+
+def _store_verify(args) -> int:
+    from fgclip_data.store import verify_store
+
+    problems = verify_store(args.store)
+    for problem in problems:
+        print(f"fgclip-data: error: {problem}", file=sys.stderr)
+    print(f"store verify: {'the store matches its manifest' if not problems else f'{len(problems)} problem(s)'}")
+    return 2 if problems else 0
+
+
 COMMANDS = {
+    ("store", "build"): _store_build,
+    ("store", "verify"): _store_verify,
     ("shards", "write"): _shards_write,
     ("shards", "verify"): _shards_verify,
     ("finehard", "download"): _download,

@@ -17,6 +17,9 @@ class DataError(ValueError):
         self.reason, self.file, self.record, self.field = reason, file, record, field
         super().__init__(f"{where(file, record, field)}: {reason}")
 
+    def __reduce__(self):  # raised in a worker process, it arrives whole
+        return (type(self), (self.reason, self.file, self.record, self.field))
+
 
 def where(file: str | None = None, record: int | None = None, field: str | None = None) -> str:
     parts = [str(file) if file else "<input>"]

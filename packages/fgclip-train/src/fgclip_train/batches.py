@@ -46,20 +46,34 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def global_batches(self) -> list[list[int]]:
+    def _plan(self) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+        """Each group's shuffled order (int32 tensors: 4 bytes a sample, not a Python int each, so 12 M samples
+        stay at 48 MB) and the epoch's (group, global batch) sequence."""
         g = epoch_generator(self.seed, self.epoch)
         span = self.batch * self.world
-        batches = []
-        for group in self.groups:
-            order = [group[i] for i in torch.randperm(len(group), generator=g).tolist()]
-            batches += [order[b * span : (b + 1) * span] for b in range(len(order) // span)]
+        orders, plan = [], []
+        for k, group in enumerate(self.groups):
+            orders.append(torch.randperm(len(group), generator=g, dtype=torch.int32))  # the int64 permutation
+            plan += [(k, b) for b in range(len(group) // span)]
         if len(self.groups) > 1:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
-        return batches
+            plan = [plan[i] for i in torch.randperm(len(plan), generator=g).tolist()]
+        return orders, plan
+
+    def _slice(self, orders: list[torch.Tensor], k: int, start: int, stop: int) -> list[int]:
+        group = self.groups[k]
+        return [group[i] for i in orders[k][start:stop].tolist()]
+
+    def global_batches(self) -> list[list[int]]:
+        orders, plan = self._plan()
+        span = self.batch * self.world
+        return [self._slice(orders, k, b * span, (b + 1) * span) for k, b in plan]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.global_batches()[self.start_batch :]:
-            yield batch[self.rank * self.batch : (self.rank + 1) * self.batch]
+        orders, plan = self._plan()
+        span = self.batch * self.world
+        for k, b in plan[self.start_batch :]:
+            start = b * span + self.rank * self.batch
+            yield self._slice(orders, k, start, start + self.batch)
 
 
 class RecordBatches:

@@ -74,7 +74,9 @@ class DataConfig(_Strict):
     """Training and validation records (FineHARD layout) and how samples are built."""
 
     train: str | None = Field(
-        None, description="record file / folder; null (and no data.shards): FG-Shapes generated into the cache"
+        None,
+        description="record file / folder, or a record store (`fgclip-data store build`, memory-mapped: large sets); "
+        "null (and no data.shards): FG-Shapes generated into the cache",
     )
     val: str | None = None
     images: str | None = Field(None, description="image root f_path resolves against")

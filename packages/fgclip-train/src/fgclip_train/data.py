@@ -16,6 +16,8 @@ from fgclip_data.fgshapes import FGShapesFolder
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
 from fgclip_data.schema import FineHARDRecord
 from fgclip_data.shards import iter_shard_records
+from fgclip_data.store import StoreError, StoreReader, is_store
+from fgclip_data.store.dataset import FineHARDStore
 from fgclip_data.tokenizer import build_word_tokenizer
 
 from .batches import RecordBatches, ResumableBatchSampler, ShardBatches
@@ -95,7 +97,9 @@ def image_resize(image_size: int | None) -> ImageResize:
 
 
 def build_dataset(config: TrainConfig, records, images: Path, image_size: int | None) -> FineHARDDataset:
-    return FineHARDDataset(records, images, sample_options(config), image_resize(image_size), seed=config.schedule.seed)
+    """The map-style dataset of ``records``: RecordRefs in memory, or a record store's reader."""
+    kind = FineHARDStore if isinstance(records, StoreReader) else FineHARDDataset
+    return kind(records, images, sample_options(config), image_resize(image_size), seed=config.schedule.seed)
 
 
 @dataclass
@@ -127,6 +131,13 @@ def read_sources(config: TrainConfig) -> tuple[DataSources, list | None, list]:
         val = val[: config.data.val_limit]
     if sources.shards:
         return sources, None, val
+    if is_store(sources.train):  # a record store: mapped, not read (FineHARDStore serves the samples)
+        if sources.train_cn is not None:
+            raise StoreError(
+                f"data.train {sources.train} is a record store: data.train_cn (monolingual bilingual batches) "
+                "needs JSON records for both; leave data.train_cn out or give JSON records"
+            )
+        return sources, StoreReader(sources.train).open(), val  # checked here, mapped again by each process
     records = read_records(sources.train)
     if sources.train_cn is not None:
         chinese = [r for r in read_records(sources.train_cn) if r.record.chinese]

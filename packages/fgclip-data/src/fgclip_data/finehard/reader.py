@@ -93,15 +93,23 @@ def iter_records(path: str | Path, report: Report | None = None) -> Iterator[Rec
     report = report if report is not None else Report()
     for file in record_files(path):
         for index, raw in iter_raw(file, report):
-            try:
-                record = parse_record(raw, str(file), index)
-            except DataError as err:
-                report.problem(f"invalid record: {err.reason}", err.file, err.record, err.field)
-                continue
-            for k, reason in record.dropped_boxes:
-                report.problem(f"malformed box dropped ({reason})", str(file), index, f"bbox_info.{k}.bbox")
-            report.count("records")
-            yield RecordRef(str(file), index, record)
+            record = validate(raw, str(file), index, report)
+            if record is not None:
+                yield RecordRef(str(file), index, record)
+
+
+def validate(raw: object, file: str, index: int, report: Report) -> FineHARDRecord | None:
+    """The validated record, or None when it is invalid; problems (an invalid record, each dropped box) go to
+    ``report`` by kind and a good record counts as ``"records"``."""
+    try:
+        record = parse_record(raw, file, index)
+    except DataError as err:
+        report.problem(f"invalid record: {err.reason}", err.file, err.record, err.field)
+        return None
+    for k, reason in record.dropped_boxes:
+        report.problem(f"malformed box dropped ({reason})", file, index, f"bbox_info.{k}.bbox")
+    report.count("records")
+    return record
 
 
 def read_records(path: str | Path, report: Report | None = None) -> list[RecordRef]:

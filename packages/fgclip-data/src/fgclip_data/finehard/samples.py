@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Literal
 
 from PIL import Image
@@ -64,8 +65,8 @@ class Skipped:
 
 def clip_box(xyxy, min_size: float) -> tuple[tuple[float, float, float, float] | None, str | None]:
     """(clipped box or None, problem or None) for a normalised box."""
-    x1, y1, x2, y2 = (float(v) for v in xyxy)
-    if not all(v == v and abs(v) != float("inf") for v in (x1, y1, x2, y2)):
+    x1, y1, x2, y2 = map(float, xyxy)
+    if not (isfinite(x1) and isfinite(y1) and isfinite(x2) and isfinite(y2)):
         return None, "box with NaN/inf coordinates dropped"
     if x2 < x1 or y2 < y1:
         return None, "box with x2 < x1 or y2 < y1 dropped"
@@ -113,7 +114,7 @@ def build_regions(
             report.problem("flag_short_neg set but no negatives", where, field=f"bbox_info.{k}.short_expr_negs")
         elif negatives:
             wrong = options.negatives is not None and len(negatives) != options.negatives
-            if wrong or not info.short_expr.strip() or not all(n.strip() for n in negatives):
+            if wrong or not info.short_expr.strip() or not all(map(str.strip, negatives)):
                 reason = (
                     f"{len(negatives)} hard negatives instead of {options.negatives}" if wrong else "empty hard text"
                 )

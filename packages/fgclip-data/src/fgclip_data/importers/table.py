@@ -57,10 +57,8 @@ def _read_jsonl(path: Path, report: Report) -> list[dict]:
 
 
 def _read_parquet(path: Path) -> list[dict]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as err:  # pragma: no cover - pyarrow is installed with the [tables] extra
-        raise DataError("reading Parquet needs pyarrow: pip install 'fgclip-data[tables]'", str(path)) from err
+    import pyarrow.parquet as pq  # a dependency of fgclip-data (the record store's format)
+
     try:
         return pq.read_table(path).to_pylist()
     except Exception as err:  # pyarrow raises ArrowInvalid / OSError kinds for non-Parquet files
