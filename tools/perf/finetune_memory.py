@@ -74,10 +74,10 @@ def write_base_checkpoint(folder: Path) -> None:
     FGCLIP2Model(config).save_pretrained(folder)
 
 
-def run_variant(init: Path, out: Path, extra: list[str], steps: int) -> dict:
+def run_variant(init: Path, out: Path, extra: list[str], steps: int, checkpointing: bool) -> dict:
     args = [
         f"--model.init={init}",
-        "--model.gradient_checkpointing=false",
+        f"--model.gradient_checkpointing={str(checkpointing).lower()}",
         "--data.fgshapes_n=64",
         "--data.max_num_patches=256",
         "--schedule.batch_size=4",
@@ -99,6 +99,9 @@ def run_variant(init: Path, out: Path, extra: list[str], steps: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument(
+        "--no-checkpointing", action="store_true", help="without activation checkpointing (the presets use it)"
+    )
     parser.add_argument("--out", type=Path, default=Path("tools/perf/results/cpu-finetune-memory.json"))
     args = parser.parse_args(argv)
     rows = {}
@@ -106,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         init = Path(tmp) / "fgclip2-base"
         write_base_checkpoint(init)
         for name, extra in VARIANTS.items():
-            rows[name] = run_variant(init, Path(tmp) / re.sub(r"\W+", "-", name), extra, args.steps)
+            out = Path(tmp) / re.sub(r"\W+", "-", name)
+            rows[name] = run_variant(init, out, extra, args.steps, not args.no_checkpointing)
             print(name, rows[name], flush=True)
-    result = {"cpu": cpu_description(), "steps": args.steps, "variants": rows}
+    result = {
+        "cpu": cpu_description(),
+        "steps": args.steps,
+        "activation_checkpointing": not args.no_checkpointing,
+        "variants": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
