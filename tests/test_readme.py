@@ -67,4 +67,4 @@ def test_readme_examples_run(golden, tmp_path, monkeypatch, clip_tokenizer, gemm
             pytest.fail(f"README example failed: {err!r}\n{code}")
     assert (tmp_path / "white_cat.png").is_file()
     batch = namespace["collate"]([namespace["data"][i] for i in range(2)])
-    assert batch["image"].shape == (2, 3, 224, 224)
+    assert batch.pixel_values.shape == (2, 3, 224, 224)

@@ -94,13 +94,13 @@ def test_every_rank_takes_the_same_steps_and_languages_stay_apart(shard_set):
     def batches(rank: int, workers: int, batch: int = 5) -> ShardBatches:
         return ShardBatches(
             [shard_set / "en", shard_set / "cn"],
-            SampleOptions(),
-            ImageResize(square=32),
-            list,
-            batch,
-            rank,
-            3,
-            workers,
+            options=SampleOptions(),
+            resize=ImageResize(square=32),
+            collate=list,
+            batch=batch,
+            rank=rank,
+            world=3,
+            workers=workers,
             seed=1,
             shuffle_buffer=4,
         )

@@ -3,6 +3,8 @@ the finishing steps, activation checkpointing, DeepSpeed-friendly temperatures a
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from fgclip_data.tokenizer import vocab_size
@@ -10,11 +12,12 @@ from fgclip_data.tokenizer import vocab_size
 from .config import TrainConfig
 
 
-def scratch_size(config: TrainConfig, tokenizer) -> dict:
-    """``model.size`` as a config dict (copied), with the tokenizer's vocabulary size unless set."""
+def scratch_size(config: TrainConfig, tokenizer, layout: str) -> dict:
+    """``model.size`` as a config dict (copied), with the vocabulary size of ``tokenizer`` in the token
+    ``layout`` (``fgclip_data.tokenizer.LAYOUTS``) unless set."""
     size = {k: dict(v) if isinstance(v, dict) else v for k, v in config.model.size.items()}
     text = size.setdefault("text_config", {})
-    text.setdefault("vocab_size", vocab_size(tokenizer, config.model.family))
+    text.setdefault("vocab_size", vocab_size(tokenizer, layout))
     return size
 
 
@@ -30,6 +33,13 @@ def finish_model(config: TrainConfig, model: torch.nn.Module) -> torch.nn.Module
         enable_activation_checkpointing(model)
     promote_scalar_parameters(model)
     return model.float().train()
+
+
+def bind_objective(model: torch.nn.Module, weights, switches) -> None:
+    """Make ``model(batch)`` — the call the DeepSpeed engine makes, with its hooks — the training objective
+    ``model.compute_loss(batch, weights, switches)`` for this run. The model's class keeps its inference
+    ``forward``; only this instance is bound (as accelerate wraps ``forward`` for autocast)."""
+    model.forward = partial(model.compute_loss, weights=weights, switches=switches)
 
 
 def enable_activation_checkpointing(model) -> None:
