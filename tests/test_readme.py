@@ -17,6 +17,7 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
+@pytest.mark.slow  # every README example on the golden checkpoints
 def test_readme_examples_run(golden, tmp_path, monkeypatch, clip_tokenizer, gemma_like_tokenizer):
     from transformers import CLIPConfig, CLIPModel
 

@@ -191,6 +191,7 @@ def test_release_to_a_local_index_and_install_from_it(index, tmp_path, golden):
         release.release("fgclip-model", "patch", None, root=repo, publish_url=index, username="u", password="p")
 
 
+@pytest.mark.slow  # dry-run builds of several packages
 def test_tag_is_on_the_bump_commit_and_dependents_dry_run_before_their_siblings_are_published(tmp_path, monkeypatch):
     """The default flow commits the bump and tags that commit (the workflow publishes it); a dependent whose new
     sibling version is on no index yet still dry-runs, its siblings installed from wheels built on the spot."""
