@@ -22,7 +22,7 @@ def test_fgshapes_batches_train_both_families(golden, tmp_path, clip_tokenizer, 
     processor = FGCLIPProcessor.default_image_processor(64)
     loader = DataLoader(data, batch_size=4, collate_fn=FGCLIPCollator(clip_tokenizer, processor))
     batch = next(iter(loader))
-    out = v1(**batch)
+    out = v1.compute_loss(batch)
     assert torch.isfinite(out.loss) and out.loss_region > 0 and out.loss_hard > 0
     out.loss.backward()
     assert v1.logit_scale_hardneg.grad is not None
@@ -31,8 +31,8 @@ def test_fgshapes_batches_train_both_families(golden, tmp_path, clip_tokenizer, 
     data = FineHARDDataset(tmp_path / "jsonfiles" / "train_cn", images, options=SampleOptions(negatives=10))
     collate = FGCLIP2Collator(gemma_like_tokenizer, FGCLIP2ImageProcessor(), max_num_patches=64)
     batch = next(iter(DataLoader(data, batch_size=4, collate_fn=collate)))
-    assert batch["pixel_values"].shape == (4, 64, 768)
-    out = v2(**batch)
+    assert batch.pixel_values.shape == (4, 64, 768)
+    out = v2.compute_loss(batch)
     for term in ("loss", "loss_region", "loss_tic", "loss_hard"):
         assert torch.isfinite(getattr(out, term)), term
     out.loss.backward()

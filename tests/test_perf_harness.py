@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess runs of the whole harness (1.5-4 minutes each here)
+
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "tools" / "perf"))
 
@@ -55,14 +57,18 @@ STAND_IN = {
     # the reference repositories' module paths, serving fgclip's own classes: this exercises the harness's
     # reference path (workers, interleaving, output checks, clean-up), not the reference's speed
     "fgclip/model/clip_strc/fgclip.py": (
+        "from fgclip_data import Stage2Batch\n"
         "from fgclip_model.fgclip import FGCLIPModel as _Model\n\n\n"
         "class FGCLIPModel(_Model):\n"
-        "    def forward(self, **batch):  # the reference trains through forward()\n"
-        "        return self.stage2_loss(**batch)\n"
+        "    def forward(self, image, add_box_loss, use_hard_neg, **batch):  # the reference trains through forward()\n"
+        "        return self.compute_loss(Stage2Batch(pixel_values=image, **batch))\n"
     ),
     "fgclip2/model/strcs/fgclip2.py": (
+        "from fgclip_data import Stage2Batch\n"
         "from fgclip_model.fgclip2 import FGCLIP2Model as _Model\n\n\n"
         "class FG_CLIP2_Model(_Model):\n"
+        "    def forward(self, add_box_loss, use_hard_neg, **batch):  # the reference trains through forward()\n"
+        "        return self.compute_loss(Stage2Batch(**batch))\n\n"
         "    def get_image_features(self, *args, need_densefeature=False, **kwargs):\n"
         "        pooled = super().get_image_features(*args, **kwargs)\n"
         "        return (pooled, self.get_image_dense_features(*args, **kwargs)) if need_densefeature else pooled\n"

@@ -17,6 +17,7 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
+@pytest.mark.slow  # every README example on the golden checkpoints
 def test_readme_examples_run(golden, tmp_path, monkeypatch, clip_tokenizer, gemma_like_tokenizer):
     from transformers import CLIPConfig, CLIPModel
 
@@ -67,4 +68,4 @@ def test_readme_examples_run(golden, tmp_path, monkeypatch, clip_tokenizer, gemm
             pytest.fail(f"README example failed: {err!r}\n{code}")
     assert (tmp_path / "white_cat.png").is_file()
     batch = namespace["collate"]([namespace["data"][i] for i in range(2)])
-    assert batch["image"].shape == (2, 3, 224, 224)
+    assert batch.pixel_values.shape == (2, 3, 224, 224)

@@ -114,6 +114,7 @@ def index(tmp_path):
     server.wait(10)
 
 
+@pytest.mark.slow  # builds, publishes to a local index and installs in a fresh venv
 def test_release_to_a_local_index_and_install_from_it(index, tmp_path, golden):
     repo = tmp_path / "repo"
     shutil.copytree(
@@ -190,6 +191,7 @@ def test_release_to_a_local_index_and_install_from_it(index, tmp_path, golden):
         release.release("fgclip-model", "patch", None, root=repo, publish_url=index, username="u", password="p")
 
 
+@pytest.mark.slow  # dry-run builds of several packages
 def test_tag_is_on_the_bump_commit_and_dependents_dry_run_before_their_siblings_are_published(tmp_path, monkeypatch):
     """The default flow commits the bump and tags that commit (the workflow publishes it); a dependent whose new
     sibling version is on no index yet still dry-runs, its siblings installed from wheels built on the spot."""
@@ -221,6 +223,7 @@ def test_tag_is_on_the_bump_commit_and_dependents_dry_run_before_their_siblings_
     assert dry["version"] == "0.1.1" and Path(dry["wheel"]).is_file() and dry["tag"] is None
 
 
+@pytest.mark.slow  # builds and checks a wheel from a copy of the repository
 def test_dry_run_builds_checks_and_restores(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".venv", "dist", "runs", ".git", "__pycache__"))

@@ -49,6 +49,7 @@ def test_member_layout(name):
     assert declared & set(PACKAGES) == set(PACKAGES[name])
 
 
+@pytest.mark.slow  # builds every wheel and installs one in a fresh venv
 def test_uv_build_gives_five_wheels_and_the_model_wheel_installs_alone(tmp_path):
     dist = tmp_path / "dist"
     build = _run("uv", "build", "--all-packages", "--out-dir", str(dist), "--quiet")

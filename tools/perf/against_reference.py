@@ -147,12 +147,15 @@ def reference_cases(args, dtype) -> tuple[dict, list[dict]]:
     step["box_infos"] = step["box_infos"].reshape(b, 4, 4)
     tensors |= {f"step_{k}": v for k, v in step.items()}
     flags = {"add_box_loss": True, "use_hard_neg": True}
+    ours = {k: f"@step_{k}" for k in step}  # compute_loss: the worker makes a Stage2Batch of them
+    theirs = {"image" if k == "pixel_values" else k: v for k, v in ours.items()}  # the reference's v1 pixel key
     case("v1-step", "fgclip", "FG-CLIP v1 stage-2 step (fwd+bwd)", f"B={b}, 4 boxes, 2 hard x 11", "forward",
-         grad=True, **flags, **{k: f"@step_{k}" for k in step})  # fmt: skip
+         grad=True, ours="compute_loss", ours_kwargs=ours, **flags, **theirs)  # fmt: skip
     v2 = v2_step_inputs(b, dtype)
     tensors |= {f"v2step_{k}": v for k, v in v2.items()}
+    ours = {k: f"@v2step_{k}" for k in v2}
     case("v2-step", "fgclip2", "FG-CLIP 2 stage-2 step (fwd+bwd)", f"B={b}, 4 boxes, 2 hard x 11", "forward",
-         grad=True, **flags, **{k: f"@v2step_{k}" for k in v2})  # fmt: skip
+         grad=True, ours="compute_loss", ours_kwargs=ours, **flags, **ours)  # fmt: skip
     return tensors, cases
 
 

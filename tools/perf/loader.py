@@ -39,7 +39,7 @@ def loader_rows(args) -> list[dict]:
         torch.set_num_threads(1)
         loader = torch.utils.data.DataLoader(dataset, batch_size=32, num_workers=0, collate_fn=collate)
         start = time.perf_counter()
-        n = sum(batch["image"].shape[0] for batch in loader)
+        n = sum(batch.pixel_values.shape[0] for batch in loader)
         seconds = time.perf_counter() - start
         out.append(
             {

@@ -33,7 +33,7 @@ def every_row_encoded():
 def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
     from fgclip_train.config import load_config
     from fgclip_train.data import build_data, load_tokenizer, read_sources, training_records
-    from fgclip_train.families import get_family
+    from fgclip_train.families import get_family, loss_switches, loss_weights
 
     config = load_config(overrides=overrides or [])
     sources, records, val = read_sources(config)
@@ -41,9 +41,11 @@ def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(config, training_records(sources, records), family.tokenizer_layout)
     torch.manual_seed(0)
     model = family.build_model(config, tokenizer).train()
-    data = build_data(config, family, sources, records, val, tokenizer, model.config, 0, 1)
+    data = build_data(
+        config, family, sources=sources, records=records, val=val, tokenizer=tokenizer, model_config=model.config
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr)
-    loss_kwargs = family.loss_kwargs(config)
+    weights, switches = loss_weights(config, family), loss_switches(config)
 
     batches, collate = [], []
     iterator = data.batches.epoch(0, 0)
@@ -51,15 +53,15 @@ def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
         start = time.perf_counter()
         batch = next(iterator)
         collate.append(time.perf_counter() - start)
-        batch.pop("skipped", None)
-        batches.append({k: v for k, v in batch.items() if k not in ("is_cn", "empty")})
-    pieces = [batches[0][k].reshape(-1, batches[0][k].shape[-1]) for k in ("text_short", "box_texts", "hard_texts")]
+        batches.append(batch)
+    first = batches[0]
+    pieces = [t.reshape(-1, t.shape[-1]) for t in (first.text_short, first.box_texts, first.hard_texts)]
     rows = torch.cat(pieces)
     texts = {"rows": rows.shape[0], "distinct": torch.unique(rows, dim=0).shape[0]}
 
     def step(batch) -> tuple[float, float]:
         start = time.perf_counter()
-        out = model(**batch, **loss_kwargs)
+        out = model.compute_loss(batch, weights, switches)
         out.loss.backward()
         middle = time.perf_counter()
         optimizer.step()

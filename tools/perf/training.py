@@ -6,6 +6,8 @@ import torch
 from models import clip_configs, naflex_inputs, v2_pair
 from timing import Row, measure, measure_grad, measure_grad_pair
 
+from fgclip_data import Stage2Batch
+
 
 def stage2_rows(args, device, dtype) -> tuple[list[Row], list[dict]]:
     from fgclip_model.fgclip import FGCLIPConfig, FGCLIPModel
@@ -17,16 +19,14 @@ def stage2_rows(args, device, dtype) -> tuple[list[Row], list[dict]]:
         model = FGCLIPModel(FGCLIPConfig(**clip_configs(args.tiny))).to(device, dtype).train()
         if checkpointing:
             model.activation_checkpointing_enable()
-        inputs = stage2_inputs(batch, boxes, hard, negatives, device, dtype)
+        inputs = Stage2Batch(**stage2_inputs(batch, boxes, hard, negatives, device, dtype))
 
         def step(model=model, inputs=inputs):
-            out = model.stage2_loss(**inputs, add_box_loss=True, use_hard_neg=True)
+            out = model.compute_loss(inputs)
             out.loss.backward()
             model.zero_grad(set_to_none=True)
 
-        saved = activation_bytes(
-            lambda model=model, inputs=inputs: model.stage2_loss(**inputs, add_box_loss=True, use_hard_neg=True).loss
-        )
+        saved = activation_bytes(lambda model=model, inputs=inputs: model.compute_loss(inputs).loss)
         o = measure_grad(step, args.step_repeats)
         label = "with activation checkpointing" if checkpointing else "no checkpointing"
         texts = batch * (2 + boxes + hard * (1 + negatives))
@@ -44,7 +44,7 @@ def stage2_rows(args, device, dtype) -> tuple[list[Row], list[dict]]:
 
 def stage2_inputs(batch: int, boxes: int, hard: int, negatives: int, device, dtype) -> dict:
     inputs = {
-        "image": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype),
+        "pixel_values": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype),
         "text_short": torch.randint(0, 49000, (batch, 77), device=device),
         "text_long": torch.randint(0, 49000, (batch, 248), device=device),
         "box_infos": torch.tensor([[0.1, 0.1, 0.5, 0.5]] * (batch * boxes), device=device),
@@ -87,10 +87,10 @@ def structure_rows(args, device, dtype) -> list[Row]:
     batch = args.step_batch
     torch.manual_seed(0)
     model = FGCLIPModel(FGCLIPConfig(**clip_configs(args.tiny))).to(device, dtype).train()
-    inputs = stage2_inputs(batch, 4, 2, 10, device, dtype)
+    inputs = Stage2Batch(**stage2_inputs(batch, 4, 2, 10, device, dtype))
 
     def step():
-        model.stage2_loss(**inputs, add_box_loss=True, use_hard_neg=True).loss.backward()
+        model.compute_loss(inputs).loss.backward()
         model.zero_grad(set_to_none=True)
 
     one_call = model._short_tower

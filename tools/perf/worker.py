@@ -101,6 +101,10 @@ def main(side: str, work: str, family: str, checkout: str | None = None) -> int:
     calls = {}
     for name, case in cases.items():
         method = getattr(model, case[f"{side}_method"])
+        if case[f"{side}_method"] == "compute_loss":  # our stage-2 contract: one typed batch
+            from fgclip_data import Stage2Batch
+
+            method = lambda compute=method, **parts: compute(Stage2Batch(**parts))  # noqa: E731
         kwargs = {k: case_value(v, tensors, "cpu") for k, v in case[f"{side}_kwargs"].items()}
         if case["grad"]:
 

@@ -18,6 +18,7 @@ from fgclip_data import (
     Sample,
     SampleOptions,
     Skipped,
+    Stage2Batch,
 )
 
 
@@ -26,18 +27,18 @@ def test_v1_batch_layout(finehard, clip_tokenizer):
     assert len(data) == 8 and isinstance(data[0], Sample) and data[0].image.size == (32, 32)
     collate = FGCLIPCollator(clip_tokenizer, CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32), max_boxes=3)
     batch = collate([data[i] for i in range(4)])
-    assert batch["image"].shape == (4, 3, 32, 32)
-    assert batch["text_short"].shape[0] == 4 and batch["text_short"].shape[1] <= 77
-    assert batch["box_infos"].shape == (4, 3, 4) and batch["box_texts"].shape[0] == 12
-    assert batch["box_nums"].tolist() == [2, 2, 2, 2]
-    torch.testing.assert_close(batch["box_infos"][0, 0], torch.tensor([0.1, 0.1, 0.5, 0.5]))
-    assert (batch["box_infos"][:, 2] == 0).all()  # empty slot
-    assert batch["hard_nums"].tolist() == [1, 1, 1, 1]
-    assert batch["hard_texts"].shape[:2] == (4, 11) and batch["hard_text_mask"].all()
-    first_hard = clip_tokenizer.decode(batch["hard_texts"][0, 0], skip_special_tokens=True)
+    assert batch.pixel_values.shape == (4, 3, 32, 32)
+    assert batch.text_short.shape[0] == 4 and batch.text_short.shape[1] <= 77
+    assert batch.box_infos.shape == (4, 3, 4) and batch.box_texts.shape[0] == 12
+    assert batch.box_nums.tolist() == [2, 2, 2, 2]
+    torch.testing.assert_close(batch.box_infos[0, 0], torch.tensor([0.1, 0.1, 0.5, 0.5]))
+    assert (batch.box_infos[:, 2] == 0).all()  # empty slot
+    assert batch.hard_nums.tolist() == [1, 1, 1, 1]
+    assert batch.hard_texts.shape[:2] == (4, 11) and batch.hard_text_mask.all()
+    first_hard = clip_tokenizer.decode(batch.hard_texts[0, 0], skip_special_tokens=True)
     assert first_hard.replace(" ", "") == "aredball"  # positive first, lower-cased
-    assert batch["skipped"] == {} and "box_infos" in batch and "hard_texts" in batch
-    assert "add_box_loss" not in batch and "use_hard_neg" not in batch  # loss switches are loss settings
+    assert batch.skipped == {} and batch.box_infos is not None and batch.hard_texts is not None
+    assert isinstance(batch, Stage2Batch) and batch.image_inputs().keys() == {"pixel_values"}
 
 
 def test_v2_batch_layout_and_uneven_negatives(finehard, gemma_like_tokenizer, make, tmp_path):
@@ -48,10 +49,10 @@ def test_v2_batch_layout_and_uneven_negatives(finehard, gemma_like_tokenizer, ma
     data = FineHARDDataset(file, finehard["images"], options=SampleOptions(negatives=None))
     collate = FGCLIP2Collator(gemma_like_tokenizer, Siglip2ImageProcessorPil(), max_num_patches=16)
     batch = collate([data[0], data[1]])
-    assert batch["pixel_values"].shape == (2, 16, 768) and batch["spatial_shapes"].shape == (2, 2)
-    assert batch["text_short"].shape == (2, 64) and batch["text_long"].shape == (2, 196)  # padded to max length
-    assert batch["hard_texts"].shape == (2, 11, 64)
-    assert batch["hard_text_mask"].sum(1).tolist() == [11, 5]
+    assert batch.pixel_values.shape == (2, 16, 768) and batch.spatial_shapes.shape == (2, 2)
+    assert batch.text_short.shape == (2, 64) and batch.text_long.shape == (2, 196)  # padded to max length
+    assert batch.hard_texts.shape == (2, 11, 64)
+    assert batch.hard_text_mask.sum(1).tolist() == [11, 5]
 
 
 def test_bad_images_are_skipped_and_counted(finehard, clip_tokenizer):
@@ -62,12 +63,13 @@ def test_bad_images_are_skipped_and_counted(finehard, clip_tokenizer):
     assert [type(x).__name__ for x in items] == ["Sample", "Skipped", "Skipped", "Sample"]
     collate = FGCLIPCollator(clip_tokenizer, CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32))
     batch = collate(items)
-    assert batch["image"].shape[0] == 2
-    assert batch["skipped"] == {"missing image": 1, "corrupt image (UnidentifiedImageError)": 1}  # by kind
+    assert batch.pixel_values.shape[0] == 2
+    assert batch.skipped == {"missing image": 1, "corrupt image (UnidentifiedImageError)": 1}  # by kind
     assert (
         data.report.counts["missing image"] == 1 and data.report.counts["corrupt image (UnidentifiedImageError)"] == 1
     )
-    assert collate([items[1]]) == {"empty": True, "skipped": {"missing image": 1}}
+    empty = collate([items[1]])
+    assert empty.empty and empty == Stage2Batch(skipped={"missing image": 1})
 
 
 def test_region_caption_choice_is_seeded_per_epoch(finehard):

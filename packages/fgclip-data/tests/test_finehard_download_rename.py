@@ -43,6 +43,7 @@ def _jpeg(seed: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow  # real img2dataset downloads from a local server
 def test_download_then_rename_end_to_end(tmp_path, server, make):
     www, base = server
     finehard = tmp_path / "FineHARD"

@@ -64,9 +64,9 @@ class FakeEncoder:
         self.seen_walks: list[str] = []
         self.patch_budgets: list[int] = []
 
-    capabilities = property(lambda self: fgclip_model.FAMILIES[self.family])
+    capabilities = property(lambda self: fgclip_model.get_model_family(self.family))
     has_regions = property(lambda self: self.capabilities.regions)
-    protocol = property(lambda self: protocol_of(self.family))
+    protocol = property(lambda self: protocol_of(self.capabilities))
 
     def scores(self, cosine: torch.Tensor) -> torch.Tensor:
         return cosine  # one-hot features: the sigmoid of FG-CLIP 2 is tested on real models

@@ -101,7 +101,7 @@ def test_a_missing_optional_dependency_is_one_line(shapes, golden, tmp_path, gem
     assert err == ["benchmark: fgshapes-retrieval: segmentation needs mmsegmentation: pip install 'fgclip-eval[seg]'"]
 
 
-@pytest.mark.parametrize("backend", ["onnx", "bf16"])
+@pytest.mark.parametrize("backend", [pytest.param("onnx", marks=pytest.mark.slow), "bf16"])  # onnx: an export
 def test_backend_switch_gives_the_eager_results(backend, shapes, golden, tmp_path, gemma_like_tokenizer, monkeypatch):
     """``benchmark --backend``: ONNX Runtime (float32) reproduces the eager metrics; bf16 the features to 1e-3."""
     import torch

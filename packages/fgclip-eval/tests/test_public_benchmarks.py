@@ -54,6 +54,7 @@ def _results(out):
     return json.loads((out / "results.json").read_text())
 
 
+@pytest.mark.slow  # every public task layout on two models
 @pytest.mark.parametrize("model", ["v1_s0", "v2_s1_fixed"])
 def test_public_tasks_run_with_region_models(model, models, benchmark_root, tmp_path):
     root, _ = benchmark_root
@@ -185,6 +186,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_torchrun_two_processes_match_one(models, benchmark_root, tmp_path):
     """Sharded feature extraction (uneven shards: 4 COCO images, 3 FG-OVD images, 1 VOC image) gathers back to
     the single-process matrices: identical metrics."""

@@ -264,6 +264,7 @@ def fgclip_v1(tmp_path_factory, golden, clip_tokenizer):
     return folder
 
 
+@pytest.mark.slow  # the reference box script re-enacted on COCO boxes
 def test_fgclip_v1_coco_box_top5_equals_the_reference_script(fgclip_v1, data, tmp_path, clip_tokenizer):
     model = fgclip_model.FGCLIPModel.from_pretrained(fgclip_v1).eval()
     size = model.config.vision_config.image_size

@@ -186,7 +186,13 @@ SEG_CLASSES = {
 }
 
 
-@pytest.mark.parametrize("task", list(SEG_CLASSES))
+# one VOC layout and Cityscapes every run; the other sets (20-60 s each here) with the slow checks
+EVERYDAY_SEG = ("voc21", "cityscapes")
+
+
+@pytest.mark.parametrize(
+    "task", [t if t in EVERYDAY_SEG else pytest.param(t, marks=pytest.mark.slow) for t in SEG_CLASSES]
+)
 def test_segmentation_sets(benchmark_root, fake, task):
     from fgclip_eval.tasks.segmentation import SETS, classnames
     from fgclip_eval.zeroshot import templates

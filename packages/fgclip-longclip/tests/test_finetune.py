@@ -74,8 +74,16 @@ def test_finetune_to_a_longer_text_length(tiny, tmp_path):
 def test_text_length_is_longclip_only():
     import pytest
 
-    with pytest.raises(ValueError, match="text_length"):
-        load_config(overrides=["--model.text_length=512"])  # the FG-CLIP 2 default preset
+    from fgclip_longclip.family import register
+    from fgclip_train import get_family
+    from fgclip_train.preflight import RunError, check_family_options
+
+    register()
+    fgclip2 = load_config(overrides=["--model.text_length=512"])  # the FG-CLIP 2 default preset
+    with pytest.raises(RunError, match=r"text_length is Long-CLIP's stretched text length.*fgclip2 family"):
+        check_family_options(fgclip2, get_family(fgclip2.model.family))
+    longclip = load_config(preset="longclip-fgshapes", overrides=["--model.text_length=512"])
+    check_family_options(longclip, get_family(longclip.model.family))  # Long-CLIP takes it
 
 
 def test_presets_and_help(capsys):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
+from fgclip_data import Stage2Batch
 from fgclip_longclip import LongCLIPForPCM, load_from_clip
 from fgclip_longclip.model import no_decay_parameter_names
 from fgclip_model.losses import principal_reconstruction
@@ -64,10 +65,10 @@ def test_frozen_rows_stay_bit_identical_and_loss_falls(tmp_path):
         {"params": [p for n, p in model.named_parameters() if n not in decay_free], "weight_decay": 0.01},
     ]
     optimizer = torch.optim.AdamW(groups, lr=1e-2)
-    batch = {"image": torch.randn(8, 3, 32, 32), "text_long": _ids(8, 120, 1), "text_short": _ids(8, 12, 2)}
+    batch = Stage2Batch(pixel_values=torch.randn(8, 3, 32, 32), text_long=_ids(8, 120, 1), text_short=_ids(8, 12, 2))
     losses = []
     for _ in range(15):
-        out = model(**batch)
+        out = model.compute_loss(batch)
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -128,4 +129,4 @@ def test_reference_bugs_stay_fixed(golden, tmp_path, clip_tokenizer):
     collate = build_collator(None, clip_tokenizer, None, 32)
     sample = Sample(Image.new("RGB", (40, 30)), "a long caption " * 30, "a short one")
     batch = collate([sample, sample])
-    assert batch["text_short"].shape[1] < 20 and batch["text_long"].shape[1] > 77
+    assert batch.text_short.shape[1] < 20 and batch.text_long.shape[1] > 77

@@ -48,7 +48,12 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("family", list(MODELS))
-@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "eager"])
+@pytest.mark.parametrize(
+    "backend",
+    [  # torch.compile and the ONNX export take minutes here: slow
+        pytest.param(b, marks=pytest.mark.slow) if b in ("compile", "onnx") else b for b in BACKENDS if b != "eager"
+    ],
+)
 @torch.no_grad()
 def test_backend_gives_the_eager_embeddings(folders, family, backend, monkeypatch, tmp_path):
     if backend == "onnx":
@@ -105,6 +110,7 @@ def test_backends_keep_the_weights_and_refuse_unknown_names(folders):
         with_backend(eager.to("meta"), "onnx")  # ONNX Runtime's CPU provider only
 
 
+@pytest.mark.slow  # ONNX exports
 @torch.no_grad()
 def test_onnx_backend_exports_once_per_weights(folders, monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")

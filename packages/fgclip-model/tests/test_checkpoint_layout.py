@@ -195,7 +195,7 @@ def test_a_missing_weight_is_initialised_and_the_loaded_ones_kept(golden, tmp_pa
 
 def test_standard_forward_keywords_keep_the_inference_path(golden):
     """transformers' callers pass return_dict= / position_ids=None / output_* flags; they used to be taken for a
-    stage-2 batch and fail in the loss."""
+    stage-2 batch and fail in the loss. forward is inference only: a stage-2 batch's keywords are refused."""
     from safetensors.torch import load_file as load
 
     from fgclip_model import FGCLIP2Model
@@ -211,8 +211,11 @@ def test_standard_forward_keywords_keep_the_inference_path(golden):
     with torch.no_grad():
         out = v2(input_ids=io2["input_ids_short"], **inputs, return_dict=True, output_attentions=False)
     torch.testing.assert_close(out.logits_per_image, io2["logits_per_image"], atol=2e-5, rtol=1e-4)
-    with pytest.raises(TypeError, match="unexpected keyword arguments"):
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
         v2(input_ids=io2["input_ids_short"], **inputs, colour="red")
+    for model, pixels in ((v1, {"pixel_values": io["pixel_values"]}), (v2, inputs)):
+        with pytest.raises(TypeError, match="unexpected keyword argument 'text_short'"):
+            model(**pixels, text_short=io["input_ids_short"])
     with torch.no_grad():
         full = v2(input_ids=io2["input_ids_short"], **inputs, output_hidden_states=True)
         flat = v2(input_ids=io2["input_ids_short"], **inputs, return_dict=False)
@@ -240,12 +243,12 @@ def test_tiny_tower_factory_builds_both_families():
     assert v2.text_model.embeddings.token_embedding.weight.shape == (100, 32)
 
 
-def test_forward_mixing_a_stage2_batch_with_inference_keywords_and_a_broken_config_are_clear_errors(golden, tmp_path):
+def test_forward_without_inputs_and_a_broken_config_are_clear_errors(golden, tmp_path):
     import fgclip_model
 
     v1 = FGCLIPModel.from_pretrained(golden / "v1_s0" / "model")
-    with pytest.raises(TypeError, match="a stage-2 batch takes no inference keywords"):
-        v1(image=torch.zeros(1, 3, 64, 64), text_short=torch.zeros(1, 5, dtype=torch.long), return_dict=True)
+    with pytest.raises(ValueError, match=r"training losses: compute_loss\(batch\)"):
+        v1(pixel_values=torch.zeros(1, 3, 64, 64), return_dict=True)
     folder = tmp_path / "broken"
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "fgclip2", ')

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from fgclip_model.distributed import gather_with_grad
@@ -32,6 +33,7 @@ def test_without_process_group_is_identity():
     assert rows is x and offset == 0
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_uneven_batches_gather_in_rank_order_with_gradients(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
     run = subprocess.run(

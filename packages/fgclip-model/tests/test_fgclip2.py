@@ -11,6 +11,7 @@ from PIL import Image
 from torchvision.ops import roi_align
 from transformers import Siglip2Config, Siglip2Model
 
+from fgclip_data import Stage2Batch
 from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor, patch_bucket
 
@@ -276,8 +277,6 @@ def _stage2_batch(box_nums, hard_nums, negatives=10, seed=0):
         "hard_infos": torch.where(hard_keep[..., None], boxes, 0.0),
         "hard_nums": torch.tensor(hard_nums),
         "hard_texts": torch.randint(4, 300, (h, 1 + negatives, 64), generator=g),
-        "add_box_loss": True,
-        "use_hard_neg": True,
     }
 
 
@@ -286,7 +285,7 @@ def test_few_boxes_never_drop_losses_silently(model):
     silently removed them. Here each case gives finite, present terms and finite gradients."""
     model.train()
     for box_nums, hard_nums in (([1, 0], [0, 0]), ([2, 1], [1, 0]), ([0, 0], [0, 0]), ([4, 4, 4], [2, 1, 3])):
-        out = model(**_stage2_batch(box_nums, hard_nums))
+        out = model.compute_loss(Stage2Batch(**_stage2_batch(box_nums, hard_nums)))
         for term in ("loss", "loss_short", "loss_long", "loss_region", "loss_tic", "loss_hard"):
             assert torch.isfinite(getattr(out, term)), (box_nums, term)
         model.zero_grad()
@@ -453,3 +452,25 @@ def test_mimetic_attention_init_shapes_the_attention_products(golden):
     loaded = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model", attention_init="mimetic")
     reference = FGCLIP2Model.from_pretrained(golden / "v2_s1_fixed" / "model")
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in loaded.state_dict().items())
+
+
+def test_initialisation_options_are_not_saved_and_old_configs_still_load(tmp_path):
+    """dense_head_init / position_init / attention_init decide how fresh weights start (training from scratch):
+    released config.json files must not carry them, and checkpoints saved with them must still load."""
+    import json
+
+    from fgclip_model.fgclip2.configuration import CONSTRUCTION_OPTIONS
+    from fgclip_model.tiny import fgclip2_config
+
+    config = fgclip2_config()
+    config.dense_head_init, config.position_init, config.attention_init = "local", "sincos", "mimetic"
+    model = FGCLIP2Model(config)
+    model.save_pretrained(tmp_path / "new")
+    saved = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert not set(CONSTRUCTION_OPTIONS) & set(saved) and saved["model_type"] == "fgclip2"
+    # an earlier checkpoint's config.json, with the options in it
+    (tmp_path / "new" / "config.json").write_text(json.dumps({**saved, "attention_init": "mimetic"}))
+    loaded = FGCLIP2Model.from_pretrained(tmp_path / "new")
+    assert loaded.config.attention_init == "mimetic"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import fgclip_model  # noqa: F401  (registers the Auto classes)
+from fgclip_data import Stage2Batch
 from fgclip_model import FGCLIPModel
 
 TOL = {"atol": 2e-5, "rtol": 1e-4}
@@ -59,7 +60,7 @@ def test_dense_and_roi_features(model, io):
 
 
 def _batch(io, full: bool) -> dict:
-    batch = {"image": io["pixel_values"], "text_long": io["input_ids_long"], "text_short": io["input_ids_short"]}
+    batch = {"pixel_values": io["pixel_values"], "text_long": io["input_ids_long"], "text_short": io["input_ids_short"]}
     if full:
         batch.update(
             box_infos=io["box_infos"],
@@ -68,18 +69,16 @@ def _batch(io, full: bool) -> dict:
             hard_infos=io["hard_infos"],
             hard_texts=io["hard_texts"],
             hard_nums=io["hard_nums"],
-            add_box_loss=True,
-            use_hard_neg=True,
         )
     return batch
 
 
 @torch.no_grad()
 def test_stage2_losses(model, io):
-    out = model(**_batch(io, full=False))
+    out = model.compute_loss(Stage2Batch(**_batch(io, full=False)))
     torch.testing.assert_close(out.loss_long + out.loss_short, io["loss_global"][0], **LOSS_TOL)
     torch.testing.assert_close(out.loss, io["loss_global"][0], **LOSS_TOL)
-    out = model(**_batch(io, full=True))
+    out = model.compute_loss(Stage2Batch(**_batch(io, full=True)))
     torch.testing.assert_close(out.loss, io["loss_total"][0], **LOSS_TOL)
     recombined = out.loss_long + out.loss_short + 0.1 * out.loss_region + 0.5 * out.loss_hard
     torch.testing.assert_close(recombined, out.loss, atol=1e-6, rtol=0)
@@ -88,9 +87,9 @@ def test_stage2_losses(model, io):
 @torch.no_grad()
 def test_hard_texts_as_groups_equal_flat(model, io):
     batch = _batch(io, full=True)
-    flat = model(**batch).loss_hard
+    flat = model.compute_loss(Stage2Batch(**batch)).loss_hard
     batch["hard_texts"] = io["hard_texts"].reshape(5, 11, 77)
-    torch.testing.assert_close(model(**batch).loss_hard, flat, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.compute_loss(Stage2Batch(**batch)).loss_hard, flat, atol=1e-6, rtol=0)
 
 
 def test_loads_through_automodel_without_remote_code(golden, io):

@@ -67,6 +67,7 @@ def test_fgclip2_text_walks(v2_export):
         assert (run_onnx(out / f"text_{walk}.onnx", inputs) - expected).abs().max() <= 1e-4, walk
 
 
+@pytest.mark.slow  # ONNX export of every walk at other lengths
 @torch.no_grad()
 def test_fgclip_v1_export_with_other_text_lengths(golden, tmp_path):
     from fgclip_model import FGCLIPModel

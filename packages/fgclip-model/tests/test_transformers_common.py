@@ -30,6 +30,9 @@ from safetensors.torch import save_file
 from fgclip_model import FGCLIP2Model, FGCLIPModel
 from fgclip_model.tiny import fgclip2_config, fgclip_config
 
+# fetches transformers' sdist on the first run, then ~300 tests of minutes together
+pytestmark = pytest.mark.slow
+
 SUITE_FILE = "tests/test_modeling_common.py"
 STUBS = {
     "exporters/test_export.py": "class ExportTesterMixin:\n    pass\n",

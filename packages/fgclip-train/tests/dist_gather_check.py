@@ -45,7 +45,7 @@ def main(family: str, folder: str, out: str) -> None:
     collate = get_family(config.model.family).build_collator(
         config, tokenizer, model.config, 64 if family == "fgclip" else None
     )
-    out_ = model(**collate([data[i] for i in indices]))
+    out_ = model.compute_loss(collate([data[i] for i in indices]))
     out_.loss.backward()
     grads = {}
     for name, p in model.named_parameters():

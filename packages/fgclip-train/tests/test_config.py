@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from fgclip_model.stage2 import LossWeights
 from fgclip_train.cli import main
 from fgclip_train.config import PRESETS, load_config
+from fgclip_train.families import get_family, loss_weights
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -23,10 +25,15 @@ def test_reference_recipes():
         200,
         512,
     )
-    assert v1.region_weight == 0.1 and v1.loss.hard_weight == 0.5 and v1.runtime.precision == "bf16"
+    weights = loss_weights(v1, get_family("fgclip"))
+    assert weights.region == 0.1 and weights.hard == 0.5 and v1.runtime.precision == "bf16"
     v2 = load_config(preset="fgclip2")
     assert v2.optim.betas == (0.9, 0.98) and v2.optim.eps == 1e-6 and v2.schedule.epochs == 6
-    assert v2.schedule.warmup_ratio == 0.03 and v2.region_weight == 0.2 and v2.loss.tic_weight == 0.1
+    weights = loss_weights(v2, get_family("fgclip2"))
+    assert v2.schedule.warmup_ratio == 0.03 and (weights.region, weights.tic, weights.hard) == (0.2, 0.1, 0.5)
+    # a configured weight replaces the model's default, the others stay
+    v2.loss.region_weight = 1.0
+    assert loss_weights(v2, get_family("fgclip2")) == LossWeights(region=1.0)
     assert v2.model.from_base and v2.data.max_num_patches is None
 
 
@@ -153,3 +160,12 @@ def test_override_under_a_scalar_is_one_line(capsys, tmp_path):
     file.write_text(yaml.safe_dump({"schedule": 5}))
     with pytest.raises(ValueError, match="schedule was set to 5"):
         load_config(file, ["--schedule.batch_size=4"])
+
+
+def test_presets_are_registered_through_a_call_never_replaced():
+    from fgclip_train.config import register_presets
+
+    register_presets({"fgshapes": PRESETS["fgshapes"]})  # the same settings again (a second register()): accepted
+    with pytest.raises(ValueError, match=r"presets \['fgshapes'\] are already registered"):
+        register_presets({"fgshapes": {"stage": 1}})
+    assert PRESETS["fgshapes"]["model"]["family"] == "fgclip2"

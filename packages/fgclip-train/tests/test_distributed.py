@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from fgclip_data.fgshapes.generate import GenerateOptions, generate
 
+pytestmark = pytest.mark.slow  # every test launches two training processes (torchrun)
+
 HERE = Path(__file__).parent
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

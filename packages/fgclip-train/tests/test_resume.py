@@ -45,6 +45,7 @@ def _checked(command: list[str], env: dict) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
 
 
+@pytest.mark.slow  # trains, kills the process and resumes it, twice
 @pytest.mark.parametrize("command", ["stage2", "stage1"])
 def test_sigkill_then_resume_reproduces_losses(command, tiny_overrides, fgshapes_cache, tmp_path, clean_env):
     env = clean_env(FGCLIP_CACHE=str(fgshapes_cache))

@@ -54,6 +54,7 @@ def _stage2(args: list[str], env: dict) -> None:
     assert run.returncode == 0, run.stderr[-4000:]
 
 
+@pytest.mark.slow  # trains, stops and resumes from shards
 def test_trains_from_shards_and_resumes_mid_epoch_in_order(shard_set, tiny_overrides, clean_env, tmp_path):
     """16 steps over two epochs with 2 loader workers; the run is cut back to its step-9 checkpoint (mid-epoch,
     an odd number of batches into it, so the resumed loader must rotate its workers) and continued: the later
@@ -94,13 +95,13 @@ def test_every_rank_takes_the_same_steps_and_languages_stay_apart(shard_set):
     def batches(rank: int, workers: int, batch: int = 5) -> ShardBatches:
         return ShardBatches(
             [shard_set / "en", shard_set / "cn"],
-            SampleOptions(),
-            ImageResize(square=32),
-            list,
-            batch,
-            rank,
-            3,
-            workers,
+            options=SampleOptions(),
+            resize=ImageResize(square=32),
+            collate=list,
+            batch=batch,
+            rank=rank,
+            world=3,
+            workers=workers,
             seed=1,
             shuffle_buffer=4,
         )

@@ -89,7 +89,7 @@ def test_fgclip_v1_trains(tiny_overrides, tmp_path):
 def test_non_finite_loss_names_step_and_term(tiny_overrides, monkeypatch):
     from fgclip_model.fgclip2 import FGCLIP2Model
 
-    original = FGCLIP2Model.stage2_loss
+    original = FGCLIP2Model.compute_loss
 
     def poisoned(self, *args, **kwargs):
         out = original(self, *args, **kwargs)
@@ -97,7 +97,7 @@ def test_non_finite_loss_names_step_and_term(tiny_overrides, monkeypatch):
         out.loss = out.loss + out.loss_region
         return out
 
-    monkeypatch.setattr(FGCLIP2Model, "stage2_loss", poisoned)
+    monkeypatch.setattr(FGCLIP2Model, "compute_loss", poisoned)
     base = [*tiny_overrides, "--schedule.max_steps=2", "--runtime.eval_before=false", "--runtime.eval_after=false"]
     with pytest.raises(NonFiniteLoss, match=r"step 1: non-finite loss term\(s\) loss, loss_region"):
         _run(base)

@@ -4,6 +4,7 @@ This package never imports ``fgclip_model``: collators take any tokenizer / imag
 """
 
 from fgclip_data.__about__ import __version__
+from fgclip_data.batch import Stage2Batch
 from fgclip_data.collate import FGCLIP2Collator, FGCLIPCollator
 from fgclip_data.datasets import FineHARDDataset, FineHARDShards, FineHARDStream, ImageResize
 from fgclip_data.finehard.paths import resolve_image_path
@@ -28,6 +29,7 @@ __all__ = [
     "Sample",
     "SampleOptions",
     "Skipped",
+    "Stage2Batch",
     "__version__",
     "iter_records",
     "read_records",

@@ -1,4 +1,4 @@
-"""Collators: samples -> the batch layout of the models' stage-2 forward (the reference collators').
+"""Collators: samples -> a :class:`~fgclip_data.batch.Stage2Batch` (the reference collators' layout).
 
 Tokenizers and image processors are passed in and used by duck typing (this package never imports
 fgclip_model): ``tokenizer(texts, padding=..., truncation=True, max_length=..., return_tensors="pt")`` and
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from fgclip_data.batch import Stage2Batch
 from fgclip_data.finehard.samples import Sample, Skipped
 
 TEXT_CACHE_SIZE = 100_000  # texts whose fixed-length token rows a collator keeps (cleared when full)
@@ -82,21 +83,19 @@ class _Collator:
     def images(self, images: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def __call__(self, items: Sequence[Sample | Skipped]) -> dict:
+    def __call__(self, items: Sequence[Sample | Skipped]) -> Stage2Batch:
         samples = [s for s in items if isinstance(s, Sample)]
-        skipped = Counter(s.reason for s in items if isinstance(s, Skipped))
+        skipped = dict(Counter(s.reason for s in items if isinstance(s, Skipped)))
         if not samples:
-            return {"empty": True, "skipped": dict(skipped)}
-        batch: dict = self.images([s.image for s in samples])
-        batch["text_short"] = self.tokenize([s.short_caption for s in samples], self.short_length)
-        batch["text_long"] = self.tokenize([s.caption for s in samples], self.long_length)
+            return Stage2Batch(skipped=skipped)
+        parts: dict = self.images([s.image for s in samples])
+        parts["text_short"] = self.tokenize([s.short_caption for s in samples], self.short_length)
+        parts["text_long"] = self.tokenize([s.caption for s in samples], self.long_length)
         if self.add_box_loss:
-            batch.update(self.boxes(samples))
+            parts.update(self.boxes(samples))
         if self.use_hard_neg:
-            batch.update(self.hard(samples))
-        batch["skipped"] = dict(skipped)
-        batch["is_cn"] = torch.tensor([s.chinese for s in samples])
-        return batch
+            parts.update(self.hard(samples))
+        return Stage2Batch(**parts, chinese=torch.tensor([s.chinese for s in samples]), skipped=skipped)
 
     def boxes(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         b, slots = len(samples), self.max_boxes
@@ -138,15 +137,16 @@ class _Collator:
 
 
 class FGCLIPCollator(_Collator):
-    """FG-CLIP v1 batches: ``image`` [B, 3, S, S] (images already squashed by the dataset), ``text_short``
-    (≤ 77 tokens) and ``text_long`` (≤ 248) padded to the longest text (the model pools the first EOS)."""
+    """FG-CLIP v1 (and CLIP) batches: ``pixel_values`` [B, 3, S, S] (images already squashed by the dataset),
+    ``text_short`` (≤ 77 tokens) and ``text_long`` (≤ 248) padded to the longest text (the model pools the first
+    EOS)."""
 
     short_length, long_length = 77, 248
     padding = True
 
     def images(self, images: list) -> dict[str, torch.Tensor]:
         out = self.image_processor(images, do_resize=False, do_center_crop=False, return_tensors="pt")
-        return {"image": out["pixel_values"]}
+        return {"pixel_values": out["pixel_values"]}
 
 
 class FGCLIP2Collator(_Collator):

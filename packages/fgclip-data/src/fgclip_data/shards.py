@@ -119,14 +119,34 @@ def write_shards(
     """Write ``source`` (record files, a folder of them or a .txt listing) as shards of ``shard_size`` samples in
     ``out``; resume when ``out`` already holds a manifest of the same source and shard size.
     ``stop_after_shards`` ends the call after that many new shards (an interrupted run, for tests)."""
-    import webdataset as wds
-
     if shard_size < 1:
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = report if report is not None else Report()
-    manifest = Manifest(str(Path(source).resolve()), shard_size)
+    manifest = _start_manifest(out, Manifest(str(Path(source).resolve()), shard_size))
+    if manifest.complete:
+        return manifest
+    writer = _ShardWriter(out, manifest, progress)
+    records = iter_records(source, report)
+    for _ in range(manifest.records_read):  # records already in the listed shards (or skipped before them)
+        next(records, None)
+    for ref in records:
+        writer.read += 1
+        image = _sample_image(ref, image_root, writer.skipped)
+        if image is not None:
+            writer.pending.append((ref.record, *image))
+        if len(writer.pending) == shard_size:
+            writer.flush()
+            if stop_after_shards is not None and writer.written >= stop_after_shards:
+                return manifest
+    writer.finish(report)
+    return manifest
+
+
+def _start_manifest(out: Path, fresh: Manifest) -> Manifest:
+    """The manifest to continue in ``out``: ``fresh`` in a folder without one (which must hold nothing but this
+    command's temporary files), else the folder's own — of the same source and shard size, its shards intact."""
     if not (out / MANIFEST).is_file():
         foreign = sorted(p.name for p in out.iterdir() if not (p.name.startswith(".shard-") and p.suffix == ".tmp"))
         if foreign:
@@ -135,77 +155,82 @@ def write_shards(
                 f"{out} is not empty and holds no {MANIFEST} ({shown}): these are not shards this command wrote, "
                 "so it will not write beside them; choose an empty folder"
             )
-    if (out / MANIFEST).is_file():
-        previous = Manifest.load(out)
-        if (previous.source, previous.shard_size) != (manifest.source, manifest.shard_size):
-            raise ValueError(
-                f"{out} holds shards of {previous.source} (size {previous.shard_size}); "
-                f"refusing to mix in {manifest.source} (size {shard_size}): choose another folder"
-            )
-        manifest = previous
-        for info in manifest.shards:
-            path = out / info.name
-            if not path.is_file() or path.stat().st_size != info.bytes:
-                raise ValueError(f"{path} does not match the manifest (missing or resized): remove the folder")
-        if manifest.complete:
-            return manifest
-    records = iter_records(source, report)
-    for _ in range(manifest.records_read):  # records already in the listed shards (or skipped before them)
-        next(records, None)
-    skipped = Report()  # problems of this run, on top of the manifest's earlier tallies
-    earlier = dict(manifest.skipped)
-    written_now = 0
-    pending: list[tuple[FineHARDRecord, bytes, str]] = []
-    read = manifest.records_read
+        return fresh
+    previous = Manifest.load(out)
+    if (previous.source, previous.shard_size) != (fresh.source, fresh.shard_size):
+        raise ValueError(
+            f"{out} holds shards of {previous.source} (size {previous.shard_size}); "
+            f"refusing to mix in {fresh.source} (size {fresh.shard_size}): choose another folder"
+        )
+    for info in previous.shards:
+        path = out / info.name
+        if not path.is_file() or path.stat().st_size != info.bytes:
+            raise ValueError(f"{path} does not match the manifest (missing or resized): remove the folder")
+    return previous
 
-    def flush() -> None:
-        nonlocal written_now, pending
-        index = len(manifest.shards)
+
+def _sample_image(ref, image_root: str | Path, skipped: Report) -> tuple[bytes, str] | None:
+    """(encoded bytes, extension) of a record's image, or ``None`` with the problem counted in ``skipped`` — also
+    for a record the readers would skip (``unusable``: the one sample rule), which is never packed."""
+    problem = unusable(ref.record)
+    if problem is not None:
+        skipped.problem(problem[0], ref.file, ref.index, problem[1])
+        return None
+    try:
+        path = resolve_image_path(ref.record.f_path, image_root)
+    except ValueError:
+        skipped.problem("f_path outside the image root", ref.file, ref.index, "f_path")
+        return None
+    return _image_bytes(path, skipped, where(ref.file, ref.index))
+
+
+class _ShardWriter:
+    """Pending samples -> numbered tar shards in ``out``, each written atomically and recorded in the manifest
+    with the records read and the problems counted so far (this run's on top of the manifest's earlier ones)."""
+
+    def __init__(self, out: Path, manifest: Manifest, progress: Callable[[int], None] | None) -> None:
+        self.out, self.manifest, self.progress = out, manifest, progress
+        self.pending: list[tuple[FineHARDRecord, bytes, str]] = []
+        self.read = manifest.records_read
+        self.written = 0  # shards written by this run
+        self.skipped = Report()
+        self.earlier = dict(manifest.skipped)
+
+    def _tally(self) -> None:
+        earlier, now = self.earlier, self.skipped.counts
+        self.manifest.skipped = {r: earlier.get(r, 0) + now.get(r, 0) for r in {*earlier, *now}}
+        self.manifest.records_read = self.read
+
+    def flush(self) -> None:
+        import webdataset as wds
+
+        index = len(self.manifest.shards)
         name = f"shard-{index:06d}.tar"
-        tmp = out / f".{name}.tmp"
+        tmp = self.out / f".{name}.tmp"
         with tmp.open("wb") as stream, wds.TarWriter(stream, encoder=False, mtime=0) as writer:
-            for offset, (record, data, ext) in enumerate(pending):
+            for offset, (record, data, ext) in enumerate(self.pending):
                 key = f"{index:06d}{offset:06d}"
                 writer.write({"__key__": key, ext: data, "json": record.model_dump_json().encode()})
-        os.replace(tmp, out / name)
-        manifest.shards.append(ShardInfo(name, len(pending), (out / name).stat().st_size, _sha256(out / name)))
-        manifest.skipped = {r: earlier.get(r, 0) + skipped.counts.get(r, 0) for r in {*earlier, *skipped.counts}}
-        manifest.records_read = read
-        manifest.save(out)
-        written_now += 1
-        pending = []
-        if progress:
-            progress(manifest.samples)
+        path = self.out / name
+        os.replace(tmp, path)
+        self.manifest.shards.append(ShardInfo(name, len(self.pending), path.stat().st_size, _sha256(path)))
+        self._tally()
+        self.manifest.save(self.out)
+        self.written += 1
+        self.pending = []
+        if self.progress:
+            self.progress(self.manifest.samples)
 
-    for ref in records:
-        read += 1
-        at = where(ref.file, ref.index)
-        problem = unusable(ref.record)  # the readers' rule: a record they would skip is not packed
-        if problem is not None:
-            skipped.problem(problem[0], ref.file, ref.index, problem[1])
-            continue
-        try:
-            path = resolve_image_path(ref.record.f_path, image_root)
-        except ValueError:
-            skipped.problem("f_path outside the image root", ref.file, ref.index, "f_path")
-            continue
-        image = _image_bytes(path, skipped, at)
-        if image is not None:
-            pending.append((ref.record, *image))
-        if len(pending) == shard_size:
-            flush()
-            if stop_after_shards is not None and written_now >= stop_after_shards:
-                return manifest
-    if pending:
-        flush()
-    manifest.skipped = {r: earlier.get(r, 0) + skipped.counts.get(r, 0) for r in {*earlier, *skipped.counts}}
-    manifest.records_read = read
-    manifest.complete = True
-    manifest.save(out)
-    report.merge(skipped)
-    report.count("samples in shards", manifest.samples)
-    report.count("shards", len(manifest.shards))
-    return manifest
+    def finish(self, report: Report) -> None:
+        """The last partial shard, the manifest marked complete, the run's counts merged into ``report``."""
+        if self.pending:
+            self.flush()
+        self._tally()
+        self.manifest.complete = True
+        self.manifest.save(self.out)
+        report.merge(self.skipped)
+        report.count("samples in shards", self.manifest.samples)
+        report.count("shards", len(self.manifest.shards))
 
 
 def verify_shards(folder: str | Path) -> list[str]:

@@ -6,16 +6,46 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-# FG-CLIP 2 checkpoints use Gemma's ids; FG-CLIP v1 pools the first 49407 (CLIP's EOS) in a 49408-token vocab
-SPECIALS = {
-    "fgclip2": {"pad": ("<pad>", 0), "eos": ("<eos>", 1), "bos": ("<bos>", 2), "unk": ("<unk>", 3)},
-    "fgclip": {"unk": ("<unk>", 0), "bos": ("<|startoftext|>", 49406), "eos": ("<|endoftext|>", 49407)},
-}
 CLIP_VOCAB = 49408
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """A family's special tokens and how its texts are framed and padded.
+
+    ``specials``: role (``pad``, ``eos``, ``bos``, ``unk``) -> (token, id); ``frame``: the special roles around
+    the words; ``pad``: the role that pads; ``vocab``: a fixed vocabulary size (word ids stay below the first
+    special id), or ``None`` for the corpus vocabulary after the specials.
+    """
+
+    specials: dict[str, tuple[str, int]]  # ids of 1000 and above sit after the words (CLIP's BOS / EOS)
+    frame: tuple[str, ...]  # e.g. ("bos", "$A", "eos")
+    pad: str
+    padding_side: str
+    vocab: int | None = None
+
+
+# FG-CLIP 2 checkpoints use Gemma's ids; FG-CLIP v1 pools the first 49407 (CLIP's EOS) in a 49408-token vocab
+LAYOUTS: dict[str, TokenLayout] = {
+    "fgclip2": TokenLayout(
+        {"pad": ("<pad>", 0), "eos": ("<eos>", 1), "bos": ("<bos>", 2), "unk": ("<unk>", 3)},
+        frame=("$A", "eos"),
+        pad="pad",
+        padding_side="left",
+    ),
+    "fgclip": TokenLayout(
+        {"unk": ("<unk>", 0), "bos": ("<|startoftext|>", 49406), "eos": ("<|endoftext|>", 49407)},
+        frame=("bos", "$A", "eos"),
+        pad="eos",
+        padding_side="right",
+        vocab=CLIP_VOCAB,
+    ),
+}
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
@@ -43,38 +73,34 @@ def build_word_tokenizer(texts: Iterable[str], family: str, min_count: int = 1) 
     attends to every word (CLIP's EOS pooling). FG-CLIP v1 layout: BOS 49406 + words + EOS 49407, padded with
     EOS on the right (v1 pools the first EOS), ids below 49406 for words.
     """
-    specials = SPECIALS[family]
+    layout = LAYOUTS[family]
+    specials = layout.specials
     vocab = {tok: idx for tok, idx in specials.values()}
     next_id = max((i for i in vocab.values() if i < 1000), default=-1) + 1
     for word, n in sorted(corpus_words(texts).items(), key=lambda kv: (-kv[1], kv[0])):
         if n >= min_count and word not in vocab:
             vocab[word] = next_id
             next_id += 1
-    if family == "fgclip" and next_id >= specials["bos"][1]:
+    if layout.vocab is not None and next_id >= min(i for _, i in specials.values() if i >= 1000):
         raise ValueError("corpus vocabulary too large for the CLIP id layout")
     tok = Tokenizer(models.WordLevel(vocab, unk_token=specials["unk"][0]))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = _pre_tokenizer()
-    eos, eos_id = specials["eos"]
-    if family == "fgclip":
-        bos, bos_id = specials["bos"]
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A {eos}", special_tokens=[(bos, bos_id), (eos, eos_id)]
-        )
-        pad = eos
-    else:
-        tok.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, eos_id)])
-        pad = specials["pad"][0]
+    framed = [piece if piece == "$A" else specials[piece][0] for piece in layout.frame]
+    tok.post_processor = processors.TemplateProcessing(
+        single=" ".join(framed), special_tokens=[specials[p] for p in layout.frame if p != "$A"]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token=specials["unk"][0],
         bos_token=specials["bos"][0],
-        eos_token=eos,
-        pad_token=pad,
-        padding_side="left" if family == "fgclip2" else "right",
+        eos_token=specials["eos"][0],
+        pad_token=specials[layout.pad][0],
+        padding_side=layout.padding_side,
         truncation_side="right",
     )
 
 
 def vocab_size(tokenizer, family: str) -> int:
-    return CLIP_VOCAB if family == "fgclip" else max(tokenizer.get_vocab().values()) + 1
+    """The vocabulary size a model needs for ``tokenizer`` in the ``family`` layout."""
+    return LAYOUTS[family].vocab or max(tokenizer.get_vocab().values()) + 1

@@ -67,44 +67,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Refused(Exception):
+    """A run that cannot start: one line for the user, exit status 2."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Parse, choose the model, load its encoder, run the tasks, report. Exit 2 on bad input (one line), 1 when
+    every task was skipped."""
     args = build_parser().parse_args(argv)
     try:
         tasks = get_tasks(args.tasks.split(",") if args.tasks else None)
-    except ValueError as err:
+        if args.list:
+            list_tasks()
+            return 0
+        data_root = args.data_root or _default_data_root()
+        model = choose_model(args.model, data_root, args.output)
+        paper = published_numbers(model, args.paper)
+        encoder = load_encoder(args, model)
+    except (Refused, ValueError) as err:
         print(f"benchmark: {err}", file=sys.stderr)
         return 2
-    if args.list:
-        from .tasks import TASKS
+    results = run_tasks(tasks, encoder, data_root)
+    report(results, encoder, model, paper, args.output)
+    _finish_distributed()
+    return 1 if all("skipped" in r for r in results.values()) else 0
 
-        for task in TASKS.values():
-            print(f"{task.name:30s} {task.description}  [{', '.join(task.groups)}]")
-        return 0
-    data_root = args.data_root or _default_data_root()
-    model = args.model or newest_stage2_checkpoint()
-    if model is None:
-        print(
-            "benchmark: no --model and no stage2 run under runs/: evaluating a random tiny FG-CLIP 2 (a chance-level "
-            "reference; run `stage2` or pass --model for a real one)",
-            file=sys.stderr,
-        )
-        try:
-            model = random_tiny_model(data_root, args.output / "random-tiny-model")
-        except MissingDataset as err:
-            print(f"benchmark: {err}", file=sys.stderr)
-            return 2
+
+def list_tasks() -> None:
+    from .tasks import TASKS
+
+    for task in TASKS.values():
+        print(f"{task.name:30s} {task.description}  [{', '.join(task.groups)}]")
+
+
+def choose_model(model: Path | None, data_root: Path, output: Path) -> Path:
+    """``--model``, else the newest stage2 run's checkpoint, else a random tiny FG-CLIP 2 (a chance-level
+    reference) saved under ``output``."""
+    model = model or newest_stage2_checkpoint()
+    if model is not None:
+        return model
+    print(
+        "benchmark: no --model and no stage2 run under runs/: evaluating a random tiny FG-CLIP 2 (a chance-level "
+        "reference; run `stage2` or pass --model for a real one)",
+        file=sys.stderr,
+    )
+    try:
+        return random_tiny_model(data_root, output / "random-tiny-model")
+    except MissingDataset as err:
+        raise Refused(str(err)) from err
+
+
+def load_encoder(args: argparse.Namespace, model: Path):
+    """The model's :class:`~fgclip_eval.encoders.Encoder` on the chosen device (the process group joined under
+    torchrun), with the command line's precision, backend, patch budget and loader settings."""
     import torch
 
     from .distributed import init_from_env, is_main
     from .encoders import Encoder
-    from .images import UnreadableImage, default_workers
-    from .paper import PAPER, paper_key
-    from .report import markdown, throughput_line, write
+    from .images import default_workers
 
     device = init_from_env(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        paper = PAPER.get(paper_key(model, args.paper))
-        encoder = Encoder.load(
+        return Encoder.load(
             model,
             device,
             dtype=getattr(torch, args.dtype) if args.dtype else None,
@@ -116,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             text_attention_mask=False if args.no_text_mask else None,
         )
     except (FileNotFoundError, ValueError, ImportError) as err:
-        print(f"benchmark: {err}", file=sys.stderr)
-        return 2
+        raise Refused(str(err)) from err
+
+
+def run_tasks(tasks, encoder, data_root: Path) -> dict[str, dict]:
+    """Each task's results; a task that cannot run is recorded as skipped with its reason (and said on stderr
+    when the user can act on it)."""
+    from .images import UnreadableImage
+
     results: dict[str, dict] = {}
     for task in tasks:
         try:
@@ -133,14 +163,28 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError as err:  # an optional dependency of this task is not installed
             print(f"benchmark: {task.name}: {err}", file=sys.stderr)
             results[task.name] = {"skipped": f"missing dependency: {err}"}
-    if is_main():
-        throughput = encoder.stats.summary()
-        files = write(results, args.output, str(model), paper, throughput)
-        print(markdown(results, paper))
-        print(f"throughput: {throughput_line(throughput)}")
-        print(f"written: {', '.join(str(p) for p in files.values())}")
-    _finish_distributed()
-    return 1 if all("skipped" in r for r in results.values()) else 0
+    return results
+
+
+def published_numbers(model: Path, explicit: str | None) -> dict | None:
+    """The paper's numbers for the checkpoint (``--paper``, or recognised by name), ``None`` when unknown."""
+    from .paper import PAPER, paper_key
+
+    return PAPER.get(paper_key(model, explicit))
+
+
+def report(results: dict[str, dict], encoder, model: Path, paper: dict | None, output: Path) -> None:
+    """On the main process: the JSON / Markdown / PNG reports (with the paper's numbers when known) and a summary."""
+    from .distributed import is_main
+    from .report import markdown, throughput_line, write
+
+    if not is_main():
+        return
+    throughput = encoder.stats.summary()
+    files = write(results, output, str(model), paper, throughput)
+    print(markdown(results, paper))
+    print(f"throughput: {throughput_line(throughput)}")
+    print(f"written: {', '.join(str(p) for p in files.values())}")
 
 
 def _finish_distributed() -> None:

@@ -88,14 +88,14 @@ class Encoder:
         return cls(model, processor, fgclip_model.detect_family(path), torch.device(device), **kwargs)
 
     @property
-    def capabilities(self) -> fgclip_model.auto.Family:
-        """What the family's models can do (regions, NaFlex images, text walks): ``fgclip_model.FAMILIES``."""
-        return fgclip_model.FAMILIES[self.family]
+    def capabilities(self) -> fgclip_model.ModelFamily:
+        """The family's descriptor: what its models can do (regions, NaFlex images, text walks)."""
+        return fgclip_model.get_model_family(self.family)
 
     @property
     def protocol(self) -> Protocol:
         """The family's reference evaluation conventions (score transform, RoI normalisation, text mask)."""
-        return protocol_of(self.family)
+        return protocol_of(self.capabilities)
 
     def scores(self, cosine: torch.Tensor) -> torch.Tensor:
         """What the family's reference scripts rank for retrieval and classification: the cosine similarities, or
@@ -250,7 +250,7 @@ class Encoder:
             raise ValueError(f"the {self.family} family has no dense features")
         inputs = self._to_device(self._image_inputs(images))
         dense = self.model.get_image_dense_features(**inputs)
-        if "spatial_shapes" in inputs:  # NaFlex: each image's own grid
+        if self.capabilities.naflex:  # each image's own grid
             grids = inputs["spatial_shapes"].tolist()
         else:
             side = round(dense.shape[1] ** 0.5)

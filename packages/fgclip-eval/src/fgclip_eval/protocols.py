@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fgclip_model import ModelFamily, get_model_family
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -28,17 +30,27 @@ class Protocol:
     classification_rule: str = "topk"  # ImageNet-1k top-1 (ImageNet-v2 always takes the first maximum)
 
 
-PROTOCOLS: dict[str, Protocol] = {
+PROTOCOLS: dict[str, Protocol] = {}  # model family name -> protocol (register_protocol)
+
+
+def register_protocol(family: ModelFamily, protocol: Protocol) -> None:
+    """Evaluate the models of ``family`` (a descriptor of ``fgclip_model``'s registry) with ``protocol``."""
+    PROTOCOLS[family.name] = protocol
+
+
+def protocol_of(family: ModelFamily) -> Protocol:
+    """The protocol registered for ``family``; the plain conventions (cosine, first maximum) otherwise."""
+    return PROTOCOLS.get(family.name, Protocol())
+
+
+for _name, _protocol in {
     "fgclip": Protocol(raw_regions=True),
     "fgclip2": Protocol(sigmoid_scores=True, text_attention_mask=True),
     "siglip2": Protocol(sigmoid_scores=True),
     "clip": Protocol(classification_rule="argmax"),
     "longclip": Protocol(classification_rule="argmax"),
-}
-
-
-def protocol_of(family: str) -> Protocol:
-    return PROTOCOLS.get(family, Protocol())
+}.items():
+    register_protocol(get_model_family(_name), _protocol)
 
 
 def sigmoid_scores(model: torch.nn.Module, cosine: torch.Tensor) -> torch.Tensor:

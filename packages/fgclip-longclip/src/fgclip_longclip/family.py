@@ -10,9 +10,10 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from fgclip_data import FGCLIPCollator
 from fgclip_data.tokenizer import CLIP_VOCAB
+from fgclip_model import get_model_family
 from fgclip_model.longclip import clip_to_longclip
-from fgclip_train import Family, TrainConfig, register_family
-from fgclip_train.config import PRESETS, SMALL_TOWER
+from fgclip_train import TrainConfig, TrainingFamily, register_family
+from fgclip_train.config import SMALL_TOWER
 from fgclip_train.model import enable_activation_checkpointing, promote_scalar_parameters
 from fgclip_train.preflight import RunError
 from fgclip_train.validation import recall_at_1, validation_samples
@@ -85,7 +86,7 @@ class RetrievalValidator:
         images, long, short = [], [], []
         for start in range(0, len(self.samples), self.batch_size):
             chunk = self.samples[start : start + self.batch_size]
-            pixels = self.collator.images([s.image for s in chunk])["image"].to(device)
+            pixels = self.collator.images([s.image for s in chunk])["pixel_values"].to(device)
             images.append(clip.get_image_features(pixel_values=pixels).pooler_output)
             for texts, length, out in (
                 ([s.caption for s in chunk], self.long_length, long),
@@ -105,14 +106,15 @@ def build_validator(config, val_records, sources, tokenizer, collator, resize) -
     return RetrievalValidator(val_records, sources.images, collator, resize)
 
 
-LONGCLIP = Family(
-    name="longclip",
+LONGCLIP = TrainingFamily(
+    model=get_model_family("longclip"),
     tokenizer_layout="fgclip",
     build_model=build_model,
     build_collator=build_collator,
     square_images=True,
     build_validator=build_validator,
     no_decay=no_decay_parameter_names,
+    text_length_option=True,
 )
 
 SMALL_CLIP = {
@@ -153,5 +155,5 @@ LONGCLIP_PRESETS = {
 
 
 def register() -> None:
-    register_family(LONGCLIP)
-    PRESETS.update(LONGCLIP_PRESETS)
+    """Long-CLIP's training family and presets, through fgclip-train's public registration."""
+    register_family(LONGCLIP, presets=LONGCLIP_PRESETS)

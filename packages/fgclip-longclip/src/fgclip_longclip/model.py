@@ -78,7 +78,7 @@ class PCMOutput(ModelOutput):
 
 class LongCLIPForPCM(nn.Module):
     """The training wrapper: CLIP features of images, long and short captions -> the PCM losses
-    (``loss = loss_long + loss_short``), features gathered across ranks with ``gather``."""
+    (:meth:`compute_loss`), features gathered across ranks with ``gather``."""
 
     def __init__(self, clip: CLIPModel, pca_dim: int = 32, label_smoothing: float = 0.1) -> None:
         super().__init__()
@@ -93,17 +93,13 @@ class LongCLIPForPCM(nn.Module):
             state_dict = {k.removeprefix("clip."): v for k, v in state_dict.items()}
         self.clip.save_pretrained(path, state_dict=state_dict, **kwargs)
 
-    def forward(
-        self,
-        image: torch.Tensor,
-        text_long: torch.Tensor,
-        text_short: torch.Tensor,
-        gather=gather_with_grad,
-        **_: object,
-    ) -> PCMOutput:
-        image_embeds = normalize(self.clip.get_image_features(pixel_values=image).pooler_output)
-        long_embeds = normalize(self.clip.get_text_features(input_ids=text_long).pooler_output)
-        short_embeds = normalize(self.clip.get_text_features(input_ids=text_short).pooler_output)
+    def compute_loss(self, batch, weights=None, switches=None, *, gather=gather_with_grad) -> PCMOutput:
+        """PCM losses of a stage-2 batch (``pixel_values``, ``text_long``, ``text_short``; the stage-2 contract of
+        the FG-CLIP models): ``loss = loss_long + loss_short``. PCM has no weights and no local losses, so
+        ``weights`` and ``switches`` are accepted and ignored."""
+        image_embeds = normalize(self.clip.get_image_features(pixel_values=batch.pixel_values).pooler_output)
+        long_embeds = normalize(self.clip.get_text_features(input_ids=batch.text_long).pooler_output)
+        short_embeds = normalize(self.clip.get_text_features(input_ids=batch.text_short).pooler_output)
         coarse = principal_reconstruction(image_embeds, self.pca_dim)
         gathered = {}
         for name, local in (

@@ -4,7 +4,15 @@
 """
 
 from fgclip_model.__about__ import __version__
-from fgclip_model.auto import FAMILIES, detect_family, register_auto_classes, resolve
+from fgclip_model.auto import (
+    FAMILIES,
+    ModelFamily,
+    detect_family,
+    get_model_family,
+    register_auto_classes,
+    register_model_family,
+    resolve,
+)
 from fgclip_model.backends import load
 from fgclip_model.fgclip import FGCLIPConfig, FGCLIPModel, FGCLIPOutput, FGCLIPStage2Output
 from fgclip_model.fgclip.processing import FGCLIPProcessor
@@ -33,13 +41,16 @@ __all__ = [
     "FGCLIPProcessor",
     "FGCLIPStage2Output",
     "LongCLIPProcessor",
+    "ModelFamily",
     "__version__",
     "clip_to_longclip",
     "detect_family",
     "export_longclip_state_dict",
+    "get_model_family",
     "load",
     "load_longclip_checkpoint",
     "register_auto_classes",
+    "register_model_family",
     "resolve",
     "stretch_positions",
 ]

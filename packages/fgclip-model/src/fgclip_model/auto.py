@@ -70,8 +70,10 @@ def register_auto_classes() -> None:
 
 
 @dataclass(frozen=True)
-class Family:
-    """A model family: how to recognise its ``config.json``, which classes load it, and what its models can do.
+class ModelFamily:
+    """A model family's descriptor: its name, how to recognise its ``config.json``, which classes load it, and what
+    its models can do. The one object every registry refers to: ``load()`` here, the training families of
+    fgclip-train and the evaluation protocols of fgclip-eval are keyed by it (:func:`register_model_family`).
 
     Every family takes the processor's image outputs as keywords (``model.get_image_features(**inputs)``); the
     capabilities say the rest, so callers never branch on a family's name:
@@ -84,6 +86,7 @@ class Family:
       otherwise (transformers' CLIP and SigLIP 2) it takes none and returns a model output.
     """
 
+    name: str
     architectures: tuple[str, ...]
     model_types: tuple[str, ...]
     model_class: type
@@ -92,6 +95,7 @@ class Family:
     regions: bool = False
     naflex: bool = False
     walks: bool = False
+    dense_walk: str = "short"  # the text walk whose space the dense (patch) features share
 
 
 def _load_state_dict_file(path, new_length: int | None, **kwargs):
@@ -102,9 +106,37 @@ def _load_state_dict_file(path, new_length: int | None, **kwargs):
 
 
 # the small registry behind load(): the first family whose architectures (or model type) match wins
-FAMILIES: dict[str, Family] = {
-    "fgclip": Family(("FGCLIPModel",), (), FGCLIPModel, FGCLIPProcessor, regions=True, walks=True),
-    "fgclip2": Family(
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_model_family(family: ModelFamily) -> ModelFamily:
+    """Make ``family`` known to :func:`load` / :func:`detect_family` (and so to every registry keyed by it).
+    Registering a name again replaces its descriptor. Returns ``family``."""
+    FAMILIES[family.name] = family
+    return family
+
+
+def family_of(model) -> ModelFamily:
+    """The descriptor of a loaded model (or of the eager model a backend wraps, ``model.model``): the first family
+    whose ``model_class`` is its class (Long-CLIP and CLIP share ``CLIPModel``: ``longclip`` answers for both)."""
+    for candidate in (model, getattr(model, "model", None)):
+        for family in FAMILIES.values():
+            if type(candidate) is family.model_class:
+                return family
+    raise ValueError(f"{type(model).__name__} is not the model class of a registered family")
+
+
+def get_model_family(name: str) -> ModelFamily:
+    """The descriptor registered as ``name``."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})")
+    return FAMILIES[name]
+
+
+for _family in (
+    ModelFamily("fgclip", ("FGCLIPModel",), (), FGCLIPModel, FGCLIPProcessor, regions=True, walks=True),
+    ModelFamily(
+        "fgclip2",
         ("FG_CLIP2_Model", "Fgclip2Model", "FGCLIP2Model"),
         ("fgclip2",),
         FGCLIP2Model,
@@ -112,14 +144,18 @@ FAMILIES: dict[str, Family] = {
         regions=True,
         naflex=True,
         walks=True,
+        dense_walk="box",
     ),
     # a CLIPModel with Long-CLIP's stretched text positions (248, or longer; converted, or fine-tuned by
     # fgclip-longclip), or an original longclip-*.pt: Long-CLIP's own resize + centre crop and BPE
-    "longclip": Family((), (), CLIPModel, LongCLIPProcessor, partial(_load_state_dict_file, new_length=LONG_CONTEXT)),
-    "clip": Family((), ("clip",), CLIPModel, FGCLIPProcessor, partial(_load_state_dict_file, new_length=None)),
+    ModelFamily(
+        "longclip", (), (), CLIPModel, LongCLIPProcessor, partial(_load_state_dict_file, new_length=LONG_CONTEXT)
+    ),
+    ModelFamily("clip", (), ("clip",), CLIPModel, FGCLIPProcessor, partial(_load_state_dict_file, new_length=None)),
     # plain SigLIP 2 (NaFlex), the baseline FG-CLIP 2 starts from: same image processor, one 64-token text walk
-    "siglip2": Family(("Siglip2Model",), ("siglip2",), Siglip2Model, FGCLIP2Processor, naflex=True),
-}
+    ModelFamily("siglip2", ("Siglip2Model",), ("siglip2",), Siglip2Model, FGCLIP2Processor, naflex=True),
+):
+    register_model_family(_family)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin")
 
 

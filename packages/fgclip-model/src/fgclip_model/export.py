@@ -70,12 +70,15 @@ class ExportResult:
 
 
 def _family(model):
-    from fgclip_model.auto import FAMILIES
+    from fgclip_model.auto import family_of
 
-    for name, family in FAMILIES.items():
-        if family.walks and type(model) is family.model_class:
-            return name, family
-    raise ValueError(f"ONNX export covers FG-CLIP and FG-CLIP 2 models, not {type(model).__name__}")
+    try:
+        family = family_of(model)
+    except ValueError:
+        family = None
+    if family is None or not family.walks:
+        raise ValueError(f"ONNX export covers FG-CLIP and FG-CLIP 2 models, not {type(model).__name__}")
+    return family.name, family
 
 
 def _example_images(model, naflex: bool, patches: int) -> tuple[dict[str, torch.Tensor], dict]:

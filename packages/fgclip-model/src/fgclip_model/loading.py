@@ -151,29 +151,3 @@ class StrictLoadingMixin:
                 + "). Pass strict=False to initialise them instead."
             )
         return (model, info) if want_info else model
-
-
-# keywords transformers' callers pass to forward for the inference path
-INFERENCE_KEYWORDS = frozenset(
-    {"return_dict", "output_attentions", "output_hidden_states", "position_ids", "token_type_ids"}
-)
-
-
-# what the fgclip-data collators add to a batch besides the model's inputs (counts of skipped samples, an empty
-# flag, the language): accepted and ignored by forward
-COLLATOR_BOOKKEEPING = frozenset({"skipped", "empty", "is_cn"})
-
-
-def split_forward_keywords(kwargs: dict, stage2_keys: frozenset[str]) -> tuple[dict, dict]:
-    """(stage-2 batch, inference keywords) of a forward call: the batch holds the stage-2 keys; standard inference
-    keywords stay on the inference path; the collators' bookkeeping is dropped; anything else is a clear error
-    instead of a wrong path."""
-    kwargs = {k: v for k, v in kwargs.items() if k not in COLLATOR_BOOKKEEPING}
-    stage2 = {k: v for k, v in kwargs.items() if k in stage2_keys}
-    rest = {k: v for k, v in kwargs.items() if k not in stage2_keys}
-    unknown = sorted(set(rest) - INFERENCE_KEYWORDS)
-    if unknown:
-        raise TypeError(f"forward got unexpected keyword arguments {unknown}")
-    if stage2 and rest:
-        raise TypeError(f"a stage-2 batch takes no inference keywords, got {sorted(rest)}")
-    return stage2, rest

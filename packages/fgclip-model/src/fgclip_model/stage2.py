@@ -1,7 +1,9 @@
-"""The stage-2 training batch, parsed and validated once for every family's loss.
+"""The stage-2 training contract of the FG-CLIP models: the batch they read, the loss weights, the loss switches.
 
-The layout is the reference collators' (fgclip-data's collators produce it), for a batch of B images:
+A batch is any object with the attributes of :class:`Stage2Inputs` (fgclip-data's collators emit
+``fgclip_data.Stage2Batch``; this package does not import it). For B images:
 
+* ``pixel_values`` (with ``pixel_attention_mask`` and ``spatial_shapes`` for NaFlex models);
 * ``text_short`` [B, Ls] — the short captions; ``text_long`` [B, Ll] (optional) — the long captions;
 * region alignment: ``box_infos`` [B, S_b, 4] (or [B·S_b, 4]) normalised xyxy box slots, zero padded,
   ``box_nums`` [B] the real slots per image (first ``box_nums[b]``), ``box_texts`` [B·S_b, Ls] their captions;
@@ -10,15 +12,33 @@ The layout is the reference collators' (fgclip-data's collators produce it), for
   H = Σ hard_nums boxes in image order, each the positive then K-1 negatives; ``hard_text_mask`` [H, K] marks
   the real candidates when boxes have fewer negatives.
 
-Which losses run is a loss setting (:class:`Stage2Losses`), not part of the batch; the reference's batch flags
-``add_box_loss`` / ``use_hard_neg`` are still read for compatibility.
+Which losses run is a setting of the step (:class:`Stage2Losses`), not part of the batch; how much each weighs is
+:class:`LossWeights`. :meth:`ParsedBatch.parse` checks the batch once for every family's ``compute_loss``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
+
+
+class Stage2Inputs(Protocol):
+    """What ``compute_loss`` reads from a batch (attributes; ``None`` where a part is absent)."""
+
+    pixel_values: torch.Tensor
+    pixel_attention_mask: torch.Tensor | None
+    spatial_shapes: torch.Tensor | None
+    text_short: torch.Tensor
+    text_long: torch.Tensor | None
+    box_infos: torch.Tensor | None
+    box_texts: torch.Tensor | None
+    box_nums: torch.Tensor | None
+    hard_infos: torch.Tensor | None
+    hard_texts: torch.Tensor | None
+    hard_nums: torch.Tensor | None
+    hard_text_mask: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -28,10 +48,33 @@ class Stage2Losses:
     regions: bool = True
     hard: bool = True
 
+    @classmethod
+    def of(cls, batch: Stage2Inputs) -> Stage2Losses:
+        """The local losses the batch has the tensors for."""
+        return cls(regions=batch.box_infos is not None, hard=batch.hard_texts is not None)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the stage-2 loss terms: ``loss = long + short + region·L_region [+ tic·L_tic] + hard·L_hard``.
+
+    FG-CLIP 2's hard-negative term is itself ``hard_itc·itc + hard_pair·pair + hard_rank·rank``, with the rank
+    margin τ clamped to [0, ``margin_max``]; FG-CLIP v1 reads ``region`` and ``hard`` only. The defaults are the
+    reference recipes'; each model class names its own as ``default_loss_weights`` (FG-CLIP v1 weighs regions 0.1).
+    """
+
+    region: float = 0.2
+    tic: float = 0.1
+    hard: float = 0.5
+    hard_itc: float = 0.6
+    hard_pair: float = 3.0
+    hard_rank: float = 0.4
+    margin_max: float = 10.0
+
 
 @dataclass
-class Stage2Batch:
-    """A validated stage-2 batch (see the module docstring for the layout it is parsed from)."""
+class ParsedBatch:
+    """A validated stage-2 batch in the layout the losses index (parsed from :class:`Stage2Inputs`)."""
 
     batch_size: int
     text_short: torch.Tensor
@@ -64,22 +107,13 @@ class Stage2Batch:
         return pieces
 
     @classmethod
-    def parse(
-        cls,
-        batch_size: int,
-        text_short: torch.Tensor,
-        text_long: torch.Tensor | None = None,
-        box_infos: torch.Tensor | None = None,
-        box_texts: torch.Tensor | None = None,
-        box_nums: torch.Tensor | None = None,
-        hard_infos: torch.Tensor | None = None,
-        hard_texts: torch.Tensor | None = None,
-        hard_nums: torch.Tensor | None = None,
-        hard_text_mask: torch.Tensor | None = None,
-        losses: Stage2Losses = Stage2Losses(),
-    ) -> Stage2Batch:
-        """Parse the collators' tensors; the parts of losses that ``losses`` turns off are left out. Shapes are
-        checked with errors naming the tensor; nothing syncs with the device except flat ``hard_texts``."""
+    def parse(cls, batch: Stage2Inputs, losses: Stage2Losses) -> ParsedBatch:
+        """Parse a collated batch; the parts of losses that ``losses`` turns off are left out. Shapes are checked
+        with errors naming the tensor; nothing syncs with the device except flat ``hard_texts``."""
+        if batch.pixel_values is None or batch.text_short is None:
+            raise ValueError("a stage-2 batch needs pixel_values and text_short")
+        batch_size = batch.pixel_values.shape[0]
+        text_short, text_long = batch.text_short, batch.text_long
         if text_short.ndim != 2 or text_short.shape[0] != batch_size:
             raise ValueError(f"text_short must be [{batch_size}, L], got {tuple(text_short.shape)}")
         if text_long is not None and (text_long.ndim != 2 or text_long.shape[0] != batch_size):
@@ -87,46 +121,27 @@ class Stage2Batch:
         out = cls(batch_size, text_short, text_long)
         device = text_short.device
         if losses.regions:
-            if box_infos is None or box_texts is None or box_nums is None:
+            if batch.box_infos is None or batch.box_texts is None or batch.box_nums is None:
                 raise ValueError("the region loss needs box_infos, box_texts and box_nums (or losses.regions=False)")
-            out.boxes = _slots(box_infos, batch_size, "box_infos")
-            out.box_texts = box_texts.reshape(-1, box_texts.shape[-1])
+            out.boxes = _slots(batch.box_infos, batch_size, "box_infos")
+            out.box_texts = batch.box_texts.reshape(-1, batch.box_texts.shape[-1])
             if out.box_texts.shape[0] != out.boxes.shape[0] * out.boxes.shape[1]:
                 raise ValueError(
                     f"box_texts has {out.box_texts.shape[0]} rows for {batch_size} x {out.boxes.shape[1]} box slots"
                 )
-            out.box_valid = first_slots(out.boxes.shape[1], box_nums, batch_size, device)
+            out.box_valid = first_slots(out.boxes.shape[1], batch.box_nums, batch_size, device)
+        hard_texts = batch.hard_texts
         if losses.hard and hard_texts is not None and hard_texts.numel():
-            if hard_infos is None or hard_nums is None:
+            if batch.hard_infos is None or batch.hard_nums is None:
                 raise ValueError("hard_texts were given without hard_infos and hard_nums")
-            out.num_hard, out.candidates, out.hard_texts = _hard_layout(hard_texts, hard_nums)
-            out.hard_boxes = _slots(hard_infos, batch_size, "hard_infos")
-            valid = first_slots(out.hard_boxes.shape[1], hard_nums, batch_size, device)
+            out.num_hard, out.candidates, out.hard_texts = _hard_layout(hard_texts, batch.hard_nums)
+            out.hard_boxes = _slots(batch.hard_infos, batch_size, "hard_infos")
+            valid = first_slots(out.hard_boxes.shape[1], batch.hard_nums, batch_size, device)
             # indices of the valid slots in image-major order, with a static count (no nonzero() sync)
             out.hard_order = torch.sort(valid.int(), descending=True, stable=True).indices[: out.num_hard]
-            if hard_text_mask is not None:
-                out.hard_mask = hard_text_mask.reshape(out.num_hard, out.candidates).bool()
+            if batch.hard_text_mask is not None:
+                out.hard_mask = batch.hard_text_mask.reshape(out.num_hard, out.candidates).bool()
         return out
-
-
-def resolve_losses(
-    losses: Stage2Losses | None,
-    add_box_loss: bool | None = None,
-    use_hard_neg: bool | None = None,
-    box_infos: torch.Tensor | None = None,
-    hard_texts: torch.Tensor | None = None,
-) -> Stage2Losses:
-    """The losses of a step: ``losses`` when given; else the reference's flags; else what the batch provides."""
-    if losses is not None:
-        if add_box_loss is not None or use_hard_neg is not None:
-            raise ValueError(
-                "pass losses=Stage2Losses(...) or the reference flags add_box_loss / use_hard_neg, not both"
-            )
-        return losses
-    return Stage2Losses(
-        regions=bool(add_box_loss) if add_box_loss is not None else box_infos is not None,
-        hard=bool(use_hard_neg) if use_hard_neg is not None else hard_texts is not None,
-    )
 
 
 def first_slots(slots: int, nums: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:

@@ -39,18 +39,20 @@ def dense_similarity(
     FG-CLIP 2. ``max_num_patches`` (FG-CLIP 2) sets the patch budget explicitly — e.g. 16384 for a 2K image, as
     the FG-CLIP 2 README's demo — instead of the image's dynamic bucket (at most 1024).
     """
-    naflex = hasattr(processor.image_processor, "max_num_patches")
+    from fgclip_model.auto import family_of
+
+    family = family_of(model)
+    naflex = family.naflex
     if max_num_patches is not None and not naflex:
         raise ValueError("max_num_patches applies to FG-CLIP 2 (NaFlex) models only")
     budget = {} if max_num_patches is None else {"max_num_patches": max_num_patches, "dynamic_max_patches": False}
     inputs = processor(images=[image], **budget)
+    walk = walk_type or family.dense_walk
     if naflex:
-        walk = walk_type or "box"
         shapes = inputs["spatial_shapes"]
         dense = model.get_image_dense_features(inputs["pixel_values"], inputs["pixel_attention_mask"], shapes)[0]
         grid = tuple(shapes[0].tolist())
     else:
-        walk = walk_type or "short"
         dense = model.get_image_dense_features(inputs["pixel_values"])[0]
         side = inputs["pixel_values"].shape[-1] // model.config.vision_config.patch_size
         grid = (inputs["pixel_values"].shape[-2] // model.config.vision_config.patch_size, side)

@@ -116,15 +116,16 @@ class ShardBatches:
     def __init__(
         self,
         folders: list[Path],
+        *,
         options: SampleOptions,
         resize: ImageResize,
         collate,
         batch: int,
-        rank: int,
-        world: int,
-        workers: int,
-        seed: int,
-        shuffle_buffer: int,
+        rank: int = 0,
+        world: int = 1,
+        workers: int = 0,
+        seed: int = 0,
+        shuffle_buffer: int = 1000,
     ) -> None:
         self.batch, self.seed = batch, seed
         self.resize = resize

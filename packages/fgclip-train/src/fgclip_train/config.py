@@ -107,14 +107,14 @@ class DataConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """Loss switches and weights (defaults: the reference recipes)."""
+    """Loss switches and weights (a weight left null is the model's default, the reference recipe's)."""
 
     long_text: bool = True
     region: bool = True
     hard_negatives: bool = True
-    region_weight: float | None = Field(None, ge=0, description="default: 0.1 (v1), 0.2 (v2)")
-    hard_weight: float = Field(0.5, ge=0)
-    tic_weight: float = Field(0.1, ge=0)
+    region_weight: float | None = Field(None, ge=0, description="null: the model's default_loss_weights")
+    hard_weight: float | None = Field(None, ge=0, description="null: the model's default_loss_weights")
+    tic_weight: float | None = Field(None, ge=0, description="null: the model's default_loss_weights")
     on_nonfinite: Literal["error", "skip"] = "error"
 
 
@@ -192,22 +192,12 @@ class TrainConfig(_Strict):
             raise ValueError("data.train needs data.images (the image root)")
         if data.val and not data.images:
             raise ValueError("data.val needs data.images (the image root of the validation records)")
-        if self.model.text_length is not None and self.model.family in ("fgclip", "fgclip2"):
-            raise ValueError(
-                "model.text_length is Long-CLIP's stretched text length (finetune); FG-CLIP models keep their walks"
-            )
         if self.stage == 1 and (self.loss.region or self.loss.hard_negatives):
             raise ValueError(
                 "stage 1 is global alignment only: loss.region and loss.hard_negatives must be false (run stage2 "
                 "for the regional losses)"
             )
         return self
-
-    @property
-    def region_weight(self) -> float:
-        if self.loss.region_weight is not None:
-            return self.loss.region_weight
-        return 0.1 if self.model.family == "fgclip" else 0.2
 
 
 # --------------------------------------------------------------------------------------------------- presets
@@ -288,7 +278,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"max_boxes": 4, "negatives": 10, "image_size": 224},
         "optim": {"lr": 1e-6, "weight_decay": 0.001, "betas": (0.9, 0.999), "eps": 1e-8},
         "schedule": {"epochs": 1, "batch_size": 512, "warmup_steps": 200, "scheduler": "cosine", "seed": 42},
-        "loss": {"region_weight": 0.1, "hard_weight": 0.5},
         "runtime": {
             "precision": "bf16",
             "zero_stage": 2,
@@ -305,7 +294,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"max_boxes": 4, "negatives": 10, "max_num_patches": None},
         "optim": {"lr": 1e-6, "weight_decay": 0.001, "betas": (0.9, 0.98), "eps": 1e-6},
         "schedule": {"epochs": 6, "batch_size": 512, "warmup_ratio": 0.03, "scheduler": "cosine", "seed": 42},
-        "loss": {"region_weight": 0.2, "tic_weight": 0.1, "hard_weight": 0.5},
         "runtime": {
             "precision": "bf16",
             "zero_stage": 2,
@@ -339,6 +327,15 @@ PRESETS.update(
         "fgclip-finetune": _finetune("fgclip", "runs/fgclip-finetune", image_size=224),
     }
 )
+
+
+def register_presets(presets: dict[str, dict[str, Any]]) -> None:
+    """Make ``presets`` (name -> settings) selectable by ``--preset`` (another package's training family: see
+    ``fgclip_train.register_family``). A name already taken is an error: presets are never replaced."""
+    taken = sorted(set(presets) & set(PRESETS))
+    if taken and any(PRESETS[name] != presets[name] for name in taken):
+        raise ValueError(f"presets {taken} are already registered with other settings")
+    PRESETS.update(copy.deepcopy(presets))
 
 
 def _stage1(preset: str, **changes: Any) -> dict[str, Any]:

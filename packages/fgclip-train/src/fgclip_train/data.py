@@ -148,7 +148,16 @@ def read_sources(config: TrainConfig) -> tuple[DataSources, list | None, list]:
 
 
 def build_data(
-    config: TrainConfig, family, sources, records, val, tokenizer, model_config, rank: int, world: int
+    config: TrainConfig,
+    family,
+    *,
+    sources: DataSources,
+    records,
+    val,
+    tokenizer,
+    model_config,
+    rank: int = 0,
+    world: int = 1,
 ) -> TrainData:
     """The epoch batches of this rank: streamed from ``sources.shards``, or dealt from ``records`` (the
     :class:`RecordRef` list of :func:`read_sources`), collated by ``family``'s collator."""
@@ -160,15 +169,15 @@ def build_data(
     if sources.shards:
         batches = ShardBatches(
             sources.shards,
-            sample_options(config),
-            image_resize(image_size),
-            collate,
-            batch,
-            rank,
-            world,
-            workers,
-            config.schedule.seed,
-            config.data.shuffle_buffer,
+            options=sample_options(config),
+            resize=image_resize(image_size),
+            collate=collate,
+            batch=batch,
+            rank=rank,
+            world=world,
+            workers=workers,
+            seed=config.schedule.seed,
+            shuffle_buffer=config.data.shuffle_buffer,
         )
         return TrainData(sources, tokenizer, val, batches, collate)
     groups = None

@@ -18,11 +18,19 @@ from .checkpoint import Checkpointer
 from .config import TrainConfig, dump_config
 from .data import TrainData, build_data, load_tokenizer, read_sources, total_steps, training_records
 from .engine import DistEnv, build_engine, setup_distributed
-from .families import Family, get_family
+from .families import TrainingFamily, get_family, loss_switches, loss_weights
 from .metrics import MetricsLogger
-from .model import parameter_groups
+from .model import bind_objective, parameter_groups
 from .plots import plot_training_curves
-from .preflight import RunError, check_output_dir, check_paths, check_start, clear_earlier_run, resolve_init
+from .preflight import (
+    RunError,
+    check_family_options,
+    check_output_dir,
+    check_paths,
+    check_start,
+    clear_earlier_run,
+    resolve_init,
+)
 
 MAX_CONSECUTIVE_SKIPS = 10
 LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "loss_hard")
@@ -30,17 +38,6 @@ LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "los
 
 class NonFiniteLoss(RuntimeError):
     """A loss term became NaN or inf."""
-
-
-# read on the host by the model (position resizing, feature-map geometry): moving them would force a sync
-HOST_TENSORS = ("spatial_shapes",)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {
-        k: (v.to(device, non_blocking=True) if torch.is_tensor(v) and k not in HOST_TENSORS else v)
-        for k, v in batch.items()
-    }
 
 
 def check_finite(out) -> list[str]:
@@ -68,6 +65,7 @@ def preflight(config: TrainConfig) -> tuple[TrainConfig, tuple]:
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
     check_start(config)
+    check_family_options(config, get_family(config.model.family))
     config = resolve_init(config)  # an earlier run's output_dir (a stage-1 run) -> its newest checkpoint
     check_paths(config)
     check_output_dir(config, resumable=Checkpointer(Path(config.runtime.output_dir), None, 0).latest() is not None)
@@ -90,13 +88,13 @@ def start_output(config: TrainConfig, env: DistEnv) -> Path:
     return out_dir
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """The composable pieces of a run and its progress (what a checkpoint restores)."""
 
     config: TrainConfig
     env: DistEnv
-    family: Family
+    family: TrainingFamily
     tokenizer: object
     data: TrainData
     engine: object
@@ -125,11 +123,23 @@ class Run:
 
 
 def build_run(config: TrainConfig, sources, records, val_records, env: DistEnv, out_dir: Path) -> Run:
-    """Family, tokenizer, model, data, engine, checkpointer (resumed when asked), validator and logger."""
+    """Training family, tokenizer, model (its forward bound to the training loss), data, engine, checkpointer
+    (resumed when asked), validator and logger."""
     family = get_family(config.model.family)
     tokenizer = load_tokenizer(config, training_records(sources, records), family.tokenizer_layout)
     model = family.build_model(config, tokenizer)
-    data = build_data(config, family, sources, records, val_records, tokenizer, model.config, env.rank, env.world)
+    bind_objective(model, loss_weights(config, family), loss_switches(config))
+    data = build_data(
+        config,
+        family,
+        sources=sources,
+        records=records,
+        val=val_records,
+        tokenizer=tokenizer,
+        model_config=model.config,
+        rank=env.rank,
+        world=env.world,
+    )
     total = total_steps(config, data.steps_per_epoch)
     engine, _, scheduler = build_engine(config, model, parameter_groups(model, config, family.no_decay(model)), total)
     checkpointer = Checkpointer(out_dir, config.runtime.save_total_limit, env.rank)
@@ -151,27 +161,27 @@ def build_run(config: TrainConfig, sources, records, val_records, env: DistEnv, 
         desc=f"stage{config.stage}",
     )
     return Run(
-        config,
-        env,
-        family,
-        tokenizer,
-        data,
-        engine,
-        scheduler,
-        checkpointer,
-        log,
-        validator,
-        total,
+        config=config,
+        env=env,
+        family=family,
+        tokenizer=tokenizer,
+        data=data,
+        engine=engine,
+        scheduler=scheduler,
+        checkpointer=checkpointer,
+        log=log,
+        validator=validator,
+        total=total,
         step=state["step"],
         skipped=dict(state.get("skipped", {})),
     )
 
 
-def train_step(run: Run, batch: dict, loss_kwargs: dict, epoch: int) -> bool:
+def train_step(run: Run, batch, epoch: int) -> bool:
     """One micro-batch: forward, finiteness check, backward, optimiser step. Returns whether an optimisation
     step completed (False inside gradient accumulation); a skipped non-finite step counts as a step."""
     config = run.config
-    out = run.engine(**to_device(batch, run.env.device), **loss_kwargs)
+    out = run.engine(batch.to(run.env.device))  # the model's compute_loss (bind_objective)
     bad = check_finite(out)
     if bad:
         run.bad_in_a_row += 1
@@ -215,15 +225,14 @@ def train(config: TrainConfig) -> dict:
     if run.validator and runtime.eval_before and run.step == 0:
         results["before"] = run.validate("before")
 
-    loss_kwargs = run.family.loss_kwargs(config)
     started = time.perf_counter()
     while run.step < run.total:
         epoch, position = divmod(run.step * config.schedule.grad_accum, run.data.steps_per_epoch)
         for batch in run.data.epoch(epoch, position):
-            run.count_skips(batch.pop("skipped", {}))
-            if any_rank(batch.pop("empty", False), env):  # every rank skips it, or the gathers would hang
+            run.count_skips(batch.skipped)
+            if any_rank(batch.empty, env):  # every rank skips it, or the gathers would hang
                 continue
-            if not train_step(run, batch, loss_kwargs, epoch):
+            if not train_step(run, batch, epoch):
                 continue
             if run.validator and runtime.eval_every and run.step % runtime.eval_every == 0 and run.step < run.total:
                 run.validate("during")

@@ -4,6 +4,7 @@ the finishing steps, activation checkpointing, DeepSpeed-friendly temperatures a
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import torch
 
@@ -13,11 +14,12 @@ from .adapters import TOWERS, add_lora, count_trainable, freeze_towers
 from .config import TrainConfig
 
 
-def scratch_size(config: TrainConfig, tokenizer) -> dict:
-    """``model.size`` as a config dict (copied), with the tokenizer's vocabulary size unless set."""
+def scratch_size(config: TrainConfig, tokenizer, layout: str) -> dict:
+    """``model.size`` as a config dict (copied), with the vocabulary size of ``tokenizer`` in the token
+    ``layout`` (``fgclip_data.tokenizer.LAYOUTS``) unless set."""
     size = {k: dict(v) if isinstance(v, dict) else v for k, v in config.model.size.items()}
     text = size.setdefault("text_config", {})
-    text.setdefault("vocab_size", vocab_size(tokenizer, config.model.family))
+    text.setdefault("vocab_size", vocab_size(tokenizer, layout))
     return size
 
 
@@ -57,6 +59,11 @@ def apply_adapters(config: TrainConfig, model: torch.nn.Module) -> None:
         )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"[fgclip] {count_trainable(model)}", flush=True)
+def bind_objective(model: torch.nn.Module, weights, switches) -> None:
+    """Make ``model(batch)`` — the call the DeepSpeed engine makes, with its hooks — the training objective
+    ``model.compute_loss(batch, weights, switches)`` for this run. The model's class keeps its inference
+    ``forward``; only this instance is bound (as accelerate wraps ``forward`` for autocast)."""
+    model.forward = partial(model.compute_loss, weights=weights, switches=switches)
 
 
 def enable_activation_checkpointing(model) -> None:

@@ -50,6 +50,15 @@ def check_start(config: TrainConfig) -> None:
         )
 
 
+def check_family_options(config: TrainConfig, family) -> None:
+    """Options that only some training families take (``model.text_length``: Long-CLIP's stretched length)."""
+    if config.model.text_length is not None and not family.text_length_option:
+        raise RunError(
+            f"model.text_length is Long-CLIP's stretched text length (finetune); the {family.name} family keeps its "
+            "text walks"
+        )
+
+
 def run_checkpoint_model(folder: str | Path) -> Path | None:
     """The model folder of the newest complete checkpoint of a run's output_dir (``checkpoint-N/model``), or None
     when ``folder`` is not such a run."""

@@ -37,7 +37,7 @@ __all__ = ["Validator", "build_validator", "recall_at_1", "validation_samples"]
 
 
 def build_validator(config, val_records, sources, tokenizer, collator, resize) -> Validator:
-    """The FG-CLIP families' validator (the ``Family.build_validator`` of fgclip and fgclip2)."""
+    """The FG-CLIP families' validator (the ``TrainingFamily.build_validator`` of fgclip and fgclip2)."""
     from .data import fgshapes_vocabulary
 
     return Validator(
@@ -69,15 +69,12 @@ def validation_samples(records, images, resize, negatives: int | None) -> list[S
     return out
 
 
-PIXEL_INPUTS = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
 PIXEL_CACHE_BYTES = 1 << 30  # validation pixels kept between validations up to this size (FG-Shapes: 0.8 GB)
 
 
-def image_inputs(batch: dict, device) -> dict[str, torch.Tensor]:
-    """The model's image keywords from a collated batch (FG-CLIP's collator names its pixels ``image``)."""
-    if "image" in batch:
-        return {"pixel_values": batch["image"].to(device)}
-    return {k: batch[k].to(device) for k in PIXEL_INPUTS if k in batch}
+def image_inputs(pixels: dict, device) -> dict[str, torch.Tensor]:
+    """The model's image keywords from a collator's pixels (``collator.images``), on ``device``."""
+    return {k: v.to(device) for k, v in pixels.items()}
 
 
 class Validator:

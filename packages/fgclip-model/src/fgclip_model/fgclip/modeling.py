@@ -31,7 +31,6 @@ from fgclip_model.loading import (
     GuardedInitMixin,
     StrictLoadingMixin,
     nested_tuple,
-    split_forward_keywords,
 )
 from fgclip_model.losses import contrastive_loss, hard_negative_loss, masked_contrastive_loss, normalize
 from fgclip_model.regions import (
@@ -43,32 +42,11 @@ from fgclip_model.regions import (
     pixels_to_normalized,
     roi_features,
 )
-from fgclip_model.stage2 import Stage2Batch, Stage2Losses, resolve_losses
+from fgclip_model.stage2 import LossWeights, ParsedBatch, Stage2Inputs, Stage2Losses
 
 from .configuration import FGCLIPConfig
 
 WalkType = Literal["short", "long", "box"]
-# the keywords of a stage-2 training batch (FGCLIPModel.stage2_loss)
-STAGE2_KEYS = frozenset(
-    {
-        "image",
-        "text_short",
-        "text_long",
-        "box_infos",
-        "box_texts",
-        "box_nums",
-        "hard_infos",
-        "hard_texts",
-        "hard_nums",
-        "hard_text_mask",
-        "losses",
-        "add_box_loss",
-        "use_hard_neg",
-        "region_loss_weight",
-        "hard_loss_weight",
-        "gather",
-    }
-)
 WALK_TYPES = ("short", "long", "box")
 
 
@@ -262,13 +240,26 @@ class FGCLIPOutput(ModelOutput):
 
 @dataclass
 class FGCLIPStage2Output(ModelOutput):
-    """Training forward: the weighted total and every loss term on its own (unweighted)."""
+    """``compute_loss``: the weighted total and every loss term on its own (unweighted)."""
 
     loss: torch.Tensor | None = None
     loss_long: torch.Tensor | None = None
     loss_short: torch.Tensor | None = None
     loss_region: torch.Tensor | None = None
     loss_hard: torch.Tensor | None = None
+
+
+@dataclass
+class _Stage2Features:
+    """What :meth:`FGCLIPModel.compute_loss` encodes once per step (normalised embeddings)."""
+
+    image: torch.Tensor  # [B, P]
+    feature_map: torch.Tensor | None  # [B, P, h, w] projected dense features, when a local loss runs
+    grid_hw: tuple[int, int]
+    short: torch.Tensor  # [B, P]
+    long: torch.Tensor | None  # [B, P]
+    box_texts: torch.Tensor | None  # [B·S_b, P]
+    hard_texts: torch.Tensor | None  # [H·K, P]
 
 
 # --------------------------------------------------------------------------------------------------------- model
@@ -338,9 +329,11 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
     * :meth:`get_image_region_features` -> one [n_i, P] tensor per image, and the reference's
       :meth:`get_image_box_roi_features` (boxes in feature-grid units) -> [K, P].
 
-    ``forward`` gives CLIP logits, or — called with a stage-2 batch (``image``, ``text_long``, ``text_short``,
-    ``box_*``, ``hard_*``) — the training losses (:meth:`stage2_loss`).
+    ``forward`` gives CLIP logits (inference only); :meth:`compute_loss` gives the stage-2 training losses of a
+    batch (:mod:`fgclip_model.stage2`).
     """
+
+    default_loss_weights = LossWeights(region=0.1)  # the reference's v1 recipe (it has no TIC term)
 
     def __init__(self, config: FGCLIPConfig) -> None:
         if not isinstance(config, FGCLIPConfig):  # e.g. a plain CLIPConfig from AutoConfig
@@ -485,17 +478,18 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         walk_type: WalkType = "short",
         interpolate_pos_encoding: bool = False,
-        **kwargs,
-    ) -> FGCLIPOutput | FGCLIPStage2Output:
-        """CLIP similarity logits for (``input_ids``, ``pixel_values``), or the stage-2 losses for a training batch
-        (``image``, ``text_short``, ``box_*``, ``hard_*``). transformers' standard keywords (``return_dict``,
-        ``position_ids=None`` ...) keep the inference path."""
-        stage2_batch, options = split_forward_keywords(kwargs, STAGE2_KEYS)
-        if stage2_batch:
-            return self.stage2_loss(**stage2_batch)
+        return_dict: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        position_ids: object = None,
+        token_type_ids: object = None,
+    ) -> FGCLIPOutput | tuple:
+        """CLIP similarity logits for (``input_ids``, ``pixel_values``). Inference only: the training losses are
+        :meth:`compute_loss`. ``position_ids`` / ``token_type_ids`` (passed by some transformers callers) are
+        accepted and ignored."""
         if input_ids is None or pixel_values is None:
-            raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with image/text_short)")
-        hidden, attentions = self._output_flags(options.get("output_hidden_states"), options.get("output_attentions"))
+            raise ValueError("forward needs input_ids and pixel_values (training losses: compute_loss(batch))")
+        hidden, attentions = self._output_flags(output_hidden_states, output_attentions)
         flags = {"output_hidden_states": hidden, "output_attentions": attentions}
         vision = self.get_image_features(pixel_values, interpolate_pos_encoding, return_dict=True, **flags)
         text = self.get_text_features(input_ids, attention_mask, walk_type, return_dict=True, **flags)
@@ -509,93 +503,85 @@ class FGCLIPModel(FGCLIPPreTrainedModel):
             text_model_output=text,
             vision_model_output=vision,
         )
-        return out if options.get("return_dict", True) is not False else out.to_tuple()
+        return out if return_dict is not False else out.to_tuple()
 
-    def stage2_loss(
+    # ----------------------------------------------------------------------------------------- training loss
+
+    def compute_loss(
         self,
-        image: torch.Tensor,
-        text_short: torch.Tensor,
-        text_long: torch.Tensor | None = None,
-        box_infos: torch.Tensor | None = None,
-        box_texts: torch.Tensor | None = None,
-        box_nums: torch.Tensor | None = None,
-        hard_infos: torch.Tensor | None = None,
-        hard_texts: torch.Tensor | None = None,
-        hard_nums: torch.Tensor | None = None,
-        hard_text_mask: torch.Tensor | None = None,
-        losses: Stage2Losses | None = None,
-        region_loss_weight: float = 0.1,
-        hard_loss_weight: float = 0.5,
+        batch: Stage2Inputs,
+        weights: LossWeights | None = None,
+        switches: Stage2Losses | None = None,
+        *,
         gather=gather_with_grad,
-        add_box_loss: bool | None = None,
-        use_hard_neg: bool | None = None,
-        **_: object,
     ) -> FGCLIPStage2Output:
-        """FG-CLIP stage-2 losses for a batch in the stage-2 layout (:mod:`fgclip_model.stage2`).
+        """FG-CLIP stage-2 losses of a batch (:mod:`fgclip_model.stage2`).
 
-        ``losses`` says which local losses run (default: the reference flags ``add_box_loss`` / ``use_hard_neg``
-        when given, else what the batch provides). Losses: ``loss_long`` and ``loss_short`` (global, gathered
-        across ranks with ``gather``), ``loss_region`` and ``loss_hard`` (local);
-        ``loss = long + short + region_loss_weight·region + hard_loss_weight·hard``. Shapes are static: no
-        host-device synchronisation (except flat ``hard_texts``, the reference layout).
+        ``switches``: which local losses run (default: those the batch has tensors for); ``weights``: default
+        :attr:`default_loss_weights`. Terms: ``loss_long`` and ``loss_short`` (global, gathered across ranks with
+        ``gather``), ``loss_region`` and ``loss_hard`` (local);
+        ``loss = long + short + weights.region·region + weights.hard·hard``. Shapes are static: no host-device
+        synchronisation (except flat ``hard_texts``, the reference layout).
         """
-        losses = resolve_losses(losses, add_box_loss, use_hard_neg, box_infos, hard_texts)
-        batch = Stage2Batch.parse(
-            image.shape[0],
-            text_short,
-            text_long,
-            box_infos,
-            box_texts,
-            box_nums,
-            hard_infos,
-            hard_texts,
-            hard_nums,
-            hard_text_mask,
-            losses,
-        )
-        trunk, grid_hw = self.vision_model.trunk(image)
-        image_embeds = normalize(self.visual_projection(self.vision_model.pool(trunk)))
-        feature_map = None
-        if batch.has_regions or batch.has_hard:
-            feature_map = dense_to_map(self.visual_projection(self.vision_model.dense(trunk)), grid_hw)
-
-        # all short-walk texts (captions, box captions, hard candidates) in one text-tower call
-        pieces = batch.short_pieces()
-        short_embeds = normalize(self.text_projection(self._short_tower(pieces)))
-        text_short_embeds, *rest = short_embeds.split([p.shape[0] for p in pieces])
-
-        image_all, offset = gather(image_embeds)
-        short_all, _ = gather(text_short_embeds)
+        weights = weights or self.default_loss_weights
+        switches = switches or Stage2Losses.of(batch)
+        parsed = ParsedBatch.parse(batch, switches)
+        features = self._encode(batch.pixel_values, parsed)
         out = FGCLIPStage2Output()
-        scale = self.logit_scale.exp()
-        out.loss_short = contrastive_loss(image_embeds, text_short_embeds, image_all, short_all, scale, offset)
-        loss = out.loss_short
-        if batch.text_long is not None:
-            _, long_pooled = self.text_model(batch.text_long, walk_type="long")
-            long_embeds = normalize(self.text_filip_projection(long_pooled))
-            long_all, _ = gather(long_embeds)
-            out.loss_long = contrastive_loss(image_embeds, long_embeds, image_all, long_all, scale, offset)
-            loss = loss + out.loss_long
-
-        if batch.has_regions:
-            regions = self._roi_embeds(feature_map, batch.boxes.to(feature_map.dtype), grid_hw)
-            out.loss_region = masked_contrastive_loss(
-                regions, rest.pop(0), batch.box_valid, self.logit_scale_finegraind.exp()
-            )
-            loss = loss + region_loss_weight * out.loss_region
-
-        if losses.hard:
-            if batch.has_hard:
-                hard_text_embeds = rest.pop(0).reshape(batch.num_hard, batch.candidates, -1)
-                regions = self._roi_embeds(feature_map, batch.hard_boxes.to(feature_map.dtype), grid_hw)
-                out.loss_hard = hard_negative_loss(
-                    regions[batch.hard_order], hard_text_embeds, self.logit_scale_hardneg.exp(), batch.hard_mask
-                )
-            else:
-                out.loss_hard = image_embeds.sum() * 0.0
-            loss = loss + hard_loss_weight * out.loss_hard
+        out.loss_short, out.loss_long = self._global_losses(features, gather)
+        loss = out.loss_short if out.loss_long is None else out.loss_short + out.loss_long
+        if parsed.has_regions:
+            out.loss_region = self._region_loss(features, parsed)
+            loss = loss + weights.region * out.loss_region
+        if switches.hard:
+            out.loss_hard = self._hard_negative_loss(features, parsed)
+            loss = loss + weights.hard * out.loss_hard
         out.loss = loss
         return out
+
+    def _encode(self, pixel_values: torch.Tensor, parsed: ParsedBatch) -> _Stage2Features:
+        """One vision pass (global embeddings, and the dense map when a local loss runs) and the texts: every
+        short-walk text (captions, box captions, hard candidates) in one text-tower call, the long captions."""
+        trunk, grid_hw = self.vision_model.trunk(pixel_values)
+        image = normalize(self.visual_projection(self.vision_model.pool(trunk)))
+        feature_map = None
+        if parsed.has_regions or parsed.has_hard:
+            feature_map = dense_to_map(self.visual_projection(self.vision_model.dense(trunk)), grid_hw)
+        pieces = parsed.short_pieces()
+        short_embeds = normalize(self.text_projection(self._short_tower(pieces)))
+        short, *rest = short_embeds.split([p.shape[0] for p in pieces])
+        box_texts = rest.pop(0) if parsed.has_regions else None
+        hard_texts = rest.pop(0) if parsed.has_hard else None
+        long = None
+        if parsed.text_long is not None:
+            _, long_pooled = self.text_model(parsed.text_long, walk_type="long")
+            long = normalize(self.text_filip_projection(long_pooled))
+        return _Stage2Features(image, feature_map, grid_hw, short, long, box_texts, hard_texts)
+
+    def _global_losses(self, f: _Stage2Features, gather) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(short, long) image↔caption InfoNCE over the batch gathered from every rank (long: ``None`` without
+        long captions)."""
+        image_all, offset = gather(f.image)
+        short_all, _ = gather(f.short)
+        scale = self.logit_scale.exp()
+        short = contrastive_loss(f.image, f.short, image_all, short_all, scale, offset)
+        if f.long is None:
+            return short, None
+        long_all, _ = gather(f.long)
+        return short, contrastive_loss(f.image, f.long, image_all, long_all, scale, offset)
+
+    def _region_loss(self, f: _Stage2Features, parsed: ParsedBatch) -> torch.Tensor:
+        """Region↔box-caption InfoNCE over the real box slots of the local batch."""
+        regions = self._roi_embeds(f.feature_map, parsed.boxes.to(f.feature_map.dtype), f.grid_hw)
+        return masked_contrastive_loss(regions, f.box_texts, parsed.box_valid, self.logit_scale_finegraind.exp())
+
+    def _hard_negative_loss(self, f: _Stage2Features, parsed: ParsedBatch) -> torch.Tensor:
+        """Each hard box against its positive and negative captions (a zero that keeps the graph without any)."""
+        if not parsed.has_hard:
+            return f.image.sum() * 0.0
+        texts = f.hard_texts.reshape(parsed.num_hard, parsed.candidates, -1)
+        regions = self._roi_embeds(f.feature_map, parsed.hard_boxes.to(f.feature_map.dtype), f.grid_hw)
+        return hard_negative_loss(regions[parsed.hard_order], texts, self.logit_scale_hardneg.exp(), parsed.hard_mask)
 
     # ------------------------------------------------------------------------------------------- internals
 

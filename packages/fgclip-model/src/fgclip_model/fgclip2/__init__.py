@@ -2,7 +2,6 @@
 
 from .configuration import FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig, fgclip2_config_from_siglip2
 from .modeling import (
-    FGCLIP2LossWeights,
     FGCLIP2Model,
     FGCLIP2Output,
     FGCLIP2PreTrainedModel,
@@ -11,7 +10,6 @@ from .modeling import (
 
 __all__ = [
     "FGCLIP2Config",
-    "FGCLIP2LossWeights",
     "FGCLIP2Model",
     "FGCLIP2Output",
     "FGCLIP2PreTrainedModel",

@@ -49,6 +49,10 @@ class FGCLIP2VisionConfig(Siglip2VisionConfig):
     base_config_key = "vision_config"
 
 
+# how fresh weights are initialised when training from scratch: read at construction, not saved with a checkpoint
+CONSTRUCTION_OPTIONS = ("dense_head_init", "position_init", "attention_init")
+
+
 @strict
 class FGCLIP2Config(Siglip2Config):
     r"""FG-CLIP 2: ``text_config`` (:class:`FGCLIP2TextConfig`), ``vision_config`` (:class:`FGCLIP2VisionConfig`).
@@ -77,6 +81,11 @@ class FGCLIP2Config(Siglip2Config):
             (``Z`` random, ``I`` the identity), the structure attention layers of trained ViTs show — tokens
             attend to tokens like them, nearby ones first with sine-cosine positions — so a small ViT trained
             from scratch learns local structure (an object's shape and extent) in far fewer steps.
+
+    ``dense_head_init``, ``position_init`` and ``attention_init`` only decide how a model built from this config
+    initialises weights that no checkpoint provides (training from scratch): they are construction options, never
+    written to ``config.json`` (:data:`CONSTRUCTION_OPTIONS`). A ``config.json`` that holds them (checkpoints saved
+    before) still loads.
     """
 
     model_type = "fgclip2"
@@ -86,6 +95,13 @@ class FGCLIP2Config(Siglip2Config):
     dense_head_init: str = "random"
     position_init: str = "normal"
     attention_init: str = "xavier"
+
+    def to_dict(self) -> dict:
+        """The serialisable settings: everything but the :data:`CONSTRUCTION_OPTIONS`."""
+        out = super().to_dict()
+        for key in CONSTRUCTION_OPTIONS:
+            out.pop(key, None)
+        return out
 
     def validate_dense_head_init(self) -> None:
         if self.dense_head_init not in ("random", "local"):

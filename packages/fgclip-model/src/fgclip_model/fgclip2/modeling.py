@@ -35,7 +35,6 @@ from fgclip_model.loading import (
     GuardedInitMixin,
     StrictLoadingMixin,
     nested_tuple,
-    split_forward_keywords,
 )
 from fgclip_model.losses import (
     fgclip2_hard_negative_terms,
@@ -45,7 +44,7 @@ from fgclip_model.losses import (
     text_intra_contrastive_loss,
 )
 from fgclip_model.regions import check_boxes, normalized_rois, roi_features
-from fgclip_model.stage2 import Stage2Batch, Stage2Losses, resolve_losses
+from fgclip_model.stage2 import LossWeights, ParsedBatch, Stage2Inputs, Stage2Losses
 
 from .configuration import FGCLIP2Config, FGCLIP2TextConfig, FGCLIP2VisionConfig, fgclip2_config_from_siglip2
 
@@ -284,27 +283,6 @@ class FGCLIP2TextTransformer(nn.Module):
 
 # ------------------------------------------------------------------------------------------------------ outputs
 
-# the keywords of a stage-2 training batch (FGCLIP2Model.stage2_loss; the pixels are forward's own arguments)
-STAGE2_KEYS = frozenset(
-    {
-        "text_short",
-        "text_long",
-        "box_infos",
-        "box_texts",
-        "box_nums",
-        "hard_infos",
-        "hard_texts",
-        "hard_nums",
-        "hard_text_mask",
-        "losses",
-        "add_box_loss",
-        "use_hard_neg",
-        "hard_margin",
-        "weights",
-        "gather",
-    }
-)
-
 
 @dataclass
 class FGCLIP2Output(ModelOutput):
@@ -324,7 +302,7 @@ class FGCLIP2Output(ModelOutput):
 
 @dataclass
 class FGCLIP2Stage2Output(ModelOutput):
-    """Training forward: the weighted total, every term unweighted, and the rank margin for the next step."""
+    """``compute_loss``: the weighted total, every term unweighted, and the rank margin for the next step."""
 
     loss: torch.Tensor | None = None
     loss_long: torch.Tensor | None = None
@@ -339,16 +317,16 @@ class FGCLIP2Stage2Output(ModelOutput):
 
 
 @dataclass
-class FGCLIP2LossWeights:
-    """Loss weights of the reference recipe."""
+class _Stage2Features:
+    """What :meth:`FGCLIP2Model.compute_loss` encodes once per step (normalised embeddings)."""
 
-    region: float = 0.2
-    tic: float = 0.1
-    hard: float = 0.5
-    hard_itc: float = 0.6
-    hard_pair: float = 3.0
-    hard_rank: float = 0.4
-    margin_max: float = 10.0
+    image: torch.Tensor  # [B, D]
+    shapes: torch.Tensor  # [B, 2] patch grid of every image
+    maps: torch.Tensor | None  # [B, D, Hmax, Wmax] dense maps, when a local loss runs
+    short: torch.Tensor  # [B, D]
+    long: torch.Tensor | None  # [B, D]
+    box_texts: torch.Tensor | None  # [B·S_b, D]
+    hard_texts: torch.Tensor | None  # [H·K, D]
 
 
 # --------------------------------------------------------------------------------------------------------- model
@@ -438,8 +416,11 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
     * :meth:`get_image_region_features` (pixel boxes + original image sizes) -> one [K_b, D] tensor per image;
       :meth:`get_image_box_roi_features` (the reference's eval API: grid-unit boxes) -> normalised [ΣK, D].
 
-    ``forward`` gives SigLIP logits, or — called with a stage-2 batch — the training losses (:meth:`stage2_loss`).
+    ``forward`` gives SigLIP logits (inference only); :meth:`compute_loss` gives the stage-2 training losses of a
+    batch (:mod:`fgclip_model.stage2`).
     """
+
+    default_loss_weights = LossWeights()  # the reference's FG-CLIP 2 recipe
 
     def __init__(self, config: FGCLIP2Config) -> None:
         super().__init__(config)
@@ -622,22 +603,18 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         walk_type: str = "short",
         return_loss: bool = False,
-        **kwargs,
-    ) -> FGCLIP2Output | FGCLIP2Stage2Output:
-        """SigLIP logits for (texts, images) — ``logits_per_text = exp(s)·T·Iᵀ + b`` — or the stage-2 losses when
-        called with a training batch (``text_short``, ``text_long``, ``box_*``, ``hard_*``). transformers' standard
-        keywords (``return_dict``, ``position_ids=None`` ...) keep the inference path."""
-        stage2_batch, options = split_forward_keywords(kwargs, STAGE2_KEYS)
-        if stage2_batch:
-            return self.stage2_loss(
-                pixel_values=pixel_values,
-                pixel_attention_mask=pixel_attention_mask,
-                spatial_shapes=spatial_shapes,
-                **stage2_batch,
-            )
+        return_dict: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        position_ids: object = None,
+        token_type_ids: object = None,
+    ) -> FGCLIP2Output | tuple:
+        """SigLIP logits for (texts, images): ``logits_per_text = exp(s)·T·Iᵀ + b`` (with ``return_loss`` the
+        SigLIP loss of the pairs). Inference only: the stage-2 training losses are :meth:`compute_loss`.
+        ``position_ids`` / ``token_type_ids`` (passed by some transformers callers) are accepted and ignored."""
         if input_ids is None or pixel_values is None:
-            raise ValueError("forward needs input_ids and pixel_values (or a stage-2 batch with text_short)")
-        hidden, attentions = self._output_flags(options.get("output_hidden_states"), options.get("output_attentions"))
+            raise ValueError("forward needs input_ids and pixel_values (training losses: compute_loss(batch))")
+        hidden, attentions = self._output_flags(output_hidden_states, output_attentions)
         flags = {"output_hidden_states": hidden, "output_attentions": attentions}
         vision = self.get_image_features(pixel_values, pixel_attention_mask, spatial_shapes, return_dict=True, **flags)
         text = self.get_text_features(input_ids, attention_mask, walk_type=walk_type, return_dict=True, **flags)
@@ -647,109 +624,107 @@ class FGCLIP2Model(FGCLIP2PreTrainedModel):
         if return_loss:
             loss = sigmoid_loss(text_embeds, image_embeds, self.logit_scale.exp(), self.logit_bias)
         out = FGCLIP2Output(loss, logits_per_text.T, logits_per_text, text_embeds, image_embeds, text, vision)
-        return out if options.get("return_dict", True) is not False else out.to_tuple()
+        return out if return_dict is not False else out.to_tuple()
 
-    def stage2_loss(
+    # ----------------------------------------------------------------------------------------- training loss
+
+    def compute_loss(
         self,
-        pixel_values: torch.Tensor,
-        pixel_attention_mask: torch.Tensor | None,
-        spatial_shapes: torch.Tensor,
-        text_short: torch.Tensor,
-        text_long: torch.Tensor | None = None,
-        box_infos: torch.Tensor | None = None,
-        box_texts: torch.Tensor | None = None,
-        box_nums: torch.Tensor | None = None,
-        hard_infos: torch.Tensor | None = None,
-        hard_texts: torch.Tensor | None = None,
-        hard_nums: torch.Tensor | None = None,
-        hard_text_mask: torch.Tensor | None = None,
-        losses: Stage2Losses | None = None,
-        hard_margin: torch.Tensor | float | None = None,
-        weights: FGCLIP2LossWeights | None = None,
+        batch: Stage2Inputs,
+        weights: LossWeights | None = None,
+        switches: Stage2Losses | None = None,
+        *,
         gather=gather_with_grad,
-        add_box_loss: bool | None = None,
-        use_hard_neg: bool | None = None,
-        **_: object,
+        hard_margin: torch.Tensor | float | None = None,
     ) -> FGCLIP2Stage2Output:
-        """FG-CLIP 2 stage-2 losses (the reference trainer model's forward) for a batch in the reference layout.
+        """FG-CLIP 2 stage-2 losses (the reference trainer model's forward) of a batch (:mod:`fgclip_model.stage2`).
 
         Global: ``L_sig(I, long) + L_sig(I, short)`` (texts gathered across ranks with ``gather``). Local:
-        region InfoNCE, TIC over region texts, and the hard-negative block ``0.6·itc + 3·pair + 0.4·rank``.
-        The batch layout is :mod:`fgclip_model.stage2`'s; ``losses`` says which local losses run (default: the
-        reference flags ``add_box_loss`` / ``use_hard_neg`` when given, else what the batch provides).
-        ``hard_margin`` defaults to the model's running
-        margin, which a training-mode call replaces with the new estimate (mean over ranks, clamped to
-        [0, ``weights.margin_max``]), returned as ``hard_margin``.
+        region InfoNCE, TIC over region texts, and the hard-negative block ``itc·itc + pair·pair + rank·rank``
+        (``weights``, default :attr:`default_loss_weights`). ``switches``: which local losses run (default: those
+        the batch has tensors for). ``hard_margin`` defaults to the model's running margin τ, which a
+        training-mode call replaces with the new estimate (mean over ranks, clamped to [0, ``weights.margin_max``]),
+        returned as ``hard_margin``.
         """
-        weights = weights or FGCLIP2LossWeights()
-        losses = resolve_losses(losses, add_box_loss, use_hard_neg, box_infos, hard_texts)
-        batch = Stage2Batch.parse(
-            pixel_values.shape[0],
-            text_short,
-            text_long,
-            box_infos,
-            box_texts,
-            box_nums,
-            hard_infos,
-            hard_texts,
-            hard_nums,
-            hard_text_mask,
-            losses,
-        )
-        shapes = self._shapes(pixel_values, spatial_shapes)
-        tokens = self.vision_model(pixel_values, pixel_attention_mask, shapes)
-        image_embeds = normalize(self.vision_model.head(tokens, pixel_attention_mask))
-
-        # every 64-position text (short captions, box captions, hard candidates) in one tower call
-        pieces = batch.short_pieces()
-        pooled = self._short_tower(pieces)
-        short_pooled, *rest = pooled.split([p.shape[0] for p in pieces])
-
+        weights = weights or self.default_loss_weights
+        switches = switches or Stage2Losses.of(batch)
+        parsed = ParsedBatch.parse(batch, switches)
+        features = self._encode(batch, parsed)
         out = FGCLIP2Stage2Output()
-        scale, bias = self.logit_scale.exp(), self.logit_bias
-        short_embeds = normalize(self.text_model.head(short_pooled))
-        short_all, offset = gather(short_embeds)
-        out.loss_short = sigmoid_loss(image_embeds, short_all, scale, bias, offset)
-        loss = out.loss_short
-        if batch.text_long is not None:
-            long_embeds = normalize(self.longtext_head(self.text_model(batch.text_long, walk_type="long")))
-            long_all, _ = gather(long_embeds)
-            out.loss_long = sigmoid_loss(image_embeds, long_all, scale, bias, offset)
-            loss = loss + out.loss_long
-
-        maps = None
-        if batch.has_regions or batch.has_hard:
-            maps = self._feature_maps(self.dense_feature_head.dense(tokens, pixel_attention_mask), shapes)
-        if batch.has_regions:
-            regions = normalize(self._slot_region_features(maps, shapes, batch.boxes))
-            texts = normalize(self.boxtext_head(rest.pop(0)))
-            valid = batch.box_valid
-            out.loss_region = masked_contrastive_loss(regions, texts, valid, self.logit_scale_finegraind.exp())
-            out.loss_tic = text_intra_contrastive_loss(texts, valid)
+        out.loss_short, out.loss_long = self._global_losses(features, gather)
+        loss = out.loss_short if out.loss_long is None else out.loss_short + out.loss_long
+        if parsed.has_regions:
+            out.loss_region, out.loss_tic = self._regional_losses(features, parsed)
             loss = loss + weights.region * out.loss_region + weights.tic * out.loss_tic
-
         margin = self.hard_margin if hard_margin is None else torch.as_tensor(hard_margin, dtype=torch.float32)
         out.hard_margin = margin
-        if batch.has_hard:
-            regions = normalize(self._slot_region_features(maps, shapes, batch.hard_boxes)[batch.hard_order])
-            texts = normalize(self.boxtext_head(rest.pop(0))).reshape(batch.num_hard, batch.candidates, -1)
-            terms = fgclip2_hard_negative_terms(regions, texts, self.logit_scale_hardneg.exp(), margin, batch.hard_mask)
+        estimate = margin.to(features.image.device)  # ranks without hard boxes contribute their current margin
+        if parsed.has_hard:
+            terms = self._hard_negative_terms(features, parsed, margin)
             out.loss_hard_itc, out.loss_hard_pair, out.loss_hard_rank = terms.itc, terms.pair, terms.rank
             out.loss_hard = (
                 weights.hard_itc * terms.itc + weights.hard_pair * terms.pair + weights.hard_rank * terms.rank
             )
             loss = loss + weights.hard * out.loss_hard
             estimate = terms.margin_estimate
-        else:
-            if losses.hard:
-                out.loss_hard = image_embeds.sum() * 0.0
-            estimate = margin.to(image_embeds.device)  # ranks without hard boxes contribute their current margin
-        if losses.hard:
-            out.hard_margin = all_reduce_mean(estimate.float()).clamp(0.0, weights.margin_max)
-            if self.training and hard_margin is None:
-                self.hard_margin.copy_(out.hard_margin)
+        elif switches.hard:
+            out.loss_hard = features.image.sum() * 0.0
+        if switches.hard:
+            out.hard_margin = self._update_margin(estimate, weights.margin_max, running=hard_margin is None)
         out.loss = loss
         return out
+
+    def _encode(self, batch: Stage2Inputs, parsed: ParsedBatch) -> _Stage2Features:
+        """One vision pass (global embeddings, and the dense maps when a local loss runs) and the texts: every
+        64-position text (captions, box captions, hard candidates) in one tower call, the long captions."""
+        mask = batch.pixel_attention_mask
+        shapes = self._shapes(batch.pixel_values, batch.spatial_shapes)
+        tokens = self.vision_model(batch.pixel_values, mask, shapes)
+        image = normalize(self.vision_model.head(tokens, mask))
+        pieces = parsed.short_pieces()
+        short_pooled, *rest = self._short_tower(pieces).split([p.shape[0] for p in pieces])
+        short = normalize(self.text_model.head(short_pooled))
+        box_texts = normalize(self.boxtext_head(rest.pop(0))) if parsed.has_regions else None
+        hard_texts = normalize(self.boxtext_head(rest.pop(0))) if parsed.has_hard else None
+        long = None
+        if parsed.text_long is not None:
+            long = normalize(self.longtext_head(self.text_model(parsed.text_long, walk_type="long")))
+        maps = None
+        if parsed.has_regions or parsed.has_hard:
+            maps = self._feature_maps(self.dense_feature_head.dense(tokens, mask), shapes)
+        return _Stage2Features(image, shapes, maps, short, long, box_texts, hard_texts)
+
+    def _global_losses(self, f: _Stage2Features, gather) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(short, long) sigmoid losses of the local images against the captions of every rank (long: ``None``
+        without long captions)."""
+        scale, bias = self.logit_scale.exp(), self.logit_bias
+        short_all, offset = gather(f.short)
+        short = sigmoid_loss(f.image, short_all, scale, bias, offset)
+        if f.long is None:
+            return short, None
+        long_all, _ = gather(f.long)
+        return short, sigmoid_loss(f.image, long_all, scale, bias, offset)
+
+    def _regional_losses(self, f: _Stage2Features, parsed: ParsedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(region↔box-caption InfoNCE, TIC among the box captions) over the real box slots."""
+        regions = normalize(self._slot_region_features(f.maps, f.shapes, parsed.boxes))
+        valid = parsed.box_valid
+        region = masked_contrastive_loss(regions, f.box_texts, valid, self.logit_scale_finegraind.exp())
+        return region, text_intra_contrastive_loss(f.box_texts, valid)
+
+    def _hard_negative_terms(self, f: _Stage2Features, parsed: ParsedBatch, margin: torch.Tensor):
+        """The itc, pair and rank terms of the hard boxes (rank margin ``margin``) and the new margin estimate."""
+        regions = normalize(self._slot_region_features(f.maps, f.shapes, parsed.hard_boxes)[parsed.hard_order])
+        texts = f.hard_texts.reshape(parsed.num_hard, parsed.candidates, -1)
+        return fgclip2_hard_negative_terms(regions, texts, self.logit_scale_hardneg.exp(), margin, parsed.hard_mask)
+
+    def _update_margin(self, estimate: torch.Tensor, margin_max: float, running: bool) -> torch.Tensor:
+        """τ for the next step: the estimate averaged over ranks, clamped to [0, ``margin_max``]; kept as the
+        running margin when training with it (``running``)."""
+        margin = all_reduce_mean(estimate.float()).clamp(0.0, margin_max)
+        if self.training and running:
+            self.hard_margin.copy_(margin)
+        return margin
 
     # ------------------------------------------------------------------------------------------- internals
 

@@ -6,9 +6,9 @@ import torch
 from transformers import CLIPImageProcessor
 
 from fgclip_data import FGCLIPCollator
-from fgclip_model import FGCLIPConfig, FGCLIPModel
+from fgclip_model import FGCLIPConfig, FGCLIPModel, get_model_family
 from fgclip_train.config import TrainConfig
-from fgclip_train.families import Family, loss_switches
+from fgclip_train.families import TrainingFamily
 from fgclip_train.model import finish_model, scratch_size
 from fgclip_train.validation import build_validator
 
@@ -17,7 +17,7 @@ def build_model(config: TrainConfig, tokenizer) -> torch.nn.Module:
     """From scratch (``model.size``), from an FG-CLIP checkpoint, or from a plain CLIP (``model.from_base``)."""
     init = config.model.init
     if init is None:
-        model = FGCLIPModel(FGCLIPConfig(**scratch_size(config, tokenizer)))
+        model = FGCLIPModel(FGCLIPConfig(**scratch_size(config, tokenizer, layout="fgclip")))
     elif config.model.from_base:  # an OpenAI-style HF CLIP: long tables and filip projection come from the stretch
         model = FGCLIPModel.from_pretrained(init, strict=False)
         model.stretch_long_positions()
@@ -39,20 +39,12 @@ def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int
     )
 
 
-def loss_kwargs(config: TrainConfig) -> dict:
-    return {
-        "losses": loss_switches(config),
-        "region_loss_weight": config.region_weight,
-        "hard_loss_weight": config.loss.hard_weight,
-    }
-
-
-FAMILY = Family(
-    name="fgclip",
+FAMILY = TrainingFamily(
+    model=get_model_family("fgclip"),
     tokenizer_layout="fgclip",
     build_model=build_model,
     build_collator=build_collator,
     square_images=True,
-    loss_kwargs=loss_kwargs,
+    default_loss_weights=FGCLIPModel.default_loss_weights,
     build_validator=build_validator,
 )

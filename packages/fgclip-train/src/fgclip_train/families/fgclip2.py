@@ -8,10 +8,11 @@ import math
 import torch
 
 from fgclip_data import FGCLIP2Collator
-from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2LossWeights, FGCLIP2Model
+from fgclip_model import get_model_family
+from fgclip_model.fgclip2 import FGCLIP2Config, FGCLIP2Model
 from fgclip_model.fgclip2.image_processing import FGCLIP2ImageProcessor
 from fgclip_train.config import TrainConfig
-from fgclip_train.families import Family, loss_switches
+from fgclip_train.families import TrainingFamily
 from fgclip_train.model import finish_model, scratch_size
 from fgclip_train.validation import build_validator
 
@@ -21,7 +22,7 @@ def build_model(config: TrainConfig, tokenizer) -> torch.nn.Module:
     NaFlex checkpoint (``model.from_base``)."""
     init = config.model.init
     if init is None:
-        size = scratch_size(config, tokenizer)
+        size = scratch_size(config, tokenizer, layout="fgclip2")
         text = size["text_config"]
         text.setdefault("projection_size", text.get("hidden_size", 768))
         text.setdefault("padding_side", tokenizer.padding_side)  # the layout its text is trained and read in
@@ -50,11 +51,6 @@ def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int
     )
 
 
-def loss_kwargs(config: TrainConfig) -> dict:
-    weights = FGCLIP2LossWeights(region=config.region_weight, tic=config.loss.tic_weight, hard=config.loss.hard_weight)
-    return {"weights": weights, "losses": loss_switches(config)}
-
-
 def state(model) -> dict:
     """The hard-negative margin τ the next step uses (a buffer the loss updates)."""
     return {"hard_margin": float(model.hard_margin)}
@@ -65,13 +61,13 @@ def restore(model, saved: dict) -> None:
         model.hard_margin.fill_(saved["hard_margin"])
 
 
-FAMILY = Family(
-    name="fgclip2",
+FAMILY = TrainingFamily(
+    model=get_model_family("fgclip2"),
     tokenizer_layout="fgclip2",
     build_model=build_model,
     build_collator=build_collator,
     square_images=False,
-    loss_kwargs=loss_kwargs,
+    default_loss_weights=FGCLIP2Model.default_loss_weights,
     build_validator=build_validator,
     state=state,
     restore=restore,
