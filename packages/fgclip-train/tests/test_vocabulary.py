@@ -140,3 +140,14 @@ def test_a_run_from_a_word_level_checkpoint_saves_the_extended_tokenizer(tiny_ov
     model, processor = fgclip_model.load(folder)  # strict keys, the grown vocab_size in its config
     assert model.config.text_config.vocab_size == table.shape[0]
     assert processor.tokenizer.unk_token_id not in processor.tokenizer("a purple umbrella")["input_ids"]
+
+
+def test_the_finetune_presets_extend_word_level_tokenizers_only():
+    from fgclip_train.config import load_config
+
+    for preset in ("fgclip2-finetune", "fgclip-finetune"):
+        assert load_config(preset=preset).data.extend_vocabulary == "auto"
+    assert load_config().data.extend_vocabulary is False
+    assert load_config(overrides=["--data.extend_vocabulary=true"]).data.extend_vocabulary is True
+    with pytest.raises(ValueError):
+        load_config(overrides=["--data.extend_vocabulary=sometimes"])
