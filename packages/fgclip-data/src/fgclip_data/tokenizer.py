@@ -1,9 +1,11 @@
-"""A word-level tokenizer built from a corpus (FG-Shapes), in the special-token layout of each model family.
+"""A word-level tokenizer built from a corpus (FG-Shapes), in the special-token layout of each model family, and
+extended later with the words of new data (fine-tuning a checkpoint on records it has no words for).
 
 For training (``stage2``, ``finetune``) and evaluating models built from scratch on FG-Shapes."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -104,3 +106,46 @@ def build_word_tokenizer(texts: Iterable[str], family: str, min_count: int = 1) 
 def vocab_size(tokenizer, family: str) -> int:
     """The vocabulary size a model needs for ``tokenizer`` in the ``family`` layout."""
     return LAYOUTS[family].vocab or max(tokenizer.get_vocab().values()) + 1
+
+
+def tokenizer_model_type(tokenizer) -> str:
+    """The ``tokenizers`` model of a fast tokenizer: ``WordLevel`` (:func:`build_word_tokenizer`), ``BPE``,
+    ``Unigram``, ``WordPiece`` ...; ``slow`` for a tokenizer without a ``tokenizers`` backend."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return "slow"
+    return json.loads(backend.to_str())["model"]["type"]
+
+
+def extend_word_tokenizer(tokenizer, texts: Iterable[str], min_count: int = 1) -> tuple[PreTrainedTokenizerFast, list]:
+    """``tokenizer`` (a word-level one, :func:`build_word_tokenizer`) with the words of ``texts`` it lacks added,
+    most frequent first (ties alphabetically: the result depends only on the texts), and the new words' ids.
+
+    New ids follow the highest word id; an id already taken (FG-CLIP v1's BOS 49406 above the words) means the id
+    layout is full and raises ValueError. Normaliser, pre-tokeniser, template, special tokens and padding side are
+    kept. A subword tokenizer (BPE, Unigram, WordPiece) raises ValueError: it spells any word already."""
+    kind = tokenizer_model_type(tokenizer)
+    if kind != "WordLevel":
+        raise ValueError(f"the tokenizer is a {kind} tokenizer, not a word-level one: it has no words to add")
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab: dict[str, int] = state["model"]["vocab"]
+    special = set(tokenizer.all_special_ids)
+    taken = set(vocab.values())
+    next_id = max((i for i in taken if i not in special), default=max(taken, default=-1)) + 1
+    new_ids = []
+    for word, n in sorted(corpus_words(texts).items(), key=lambda kv: (-kv[1], kv[0])):
+        if n < min_count or word in vocab:
+            continue
+        if next_id in taken:
+            raise ValueError(f"no free token id for {word!r}: id {next_id} is taken (the id layout is full)")
+        vocab[word] = next_id
+        new_ids.append(next_id)
+        next_id += 1
+    extended = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(state)),
+        **{name: getattr(tokenizer, name) for name in ("unk_token", "bos_token", "eos_token", "pad_token")},
+        padding_side=tokenizer.padding_side,
+        truncation_side=tokenizer.truncation_side,
+        model_max_length=tokenizer.model_max_length,
+    )
+    return extended, new_ids

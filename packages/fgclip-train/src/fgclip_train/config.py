@@ -94,6 +94,11 @@ class DataConfig(_Strict):
     fgshapes_lang: Literal["en", "both"] = Field("en", description="both: also train on FG-Shapes' Chinese captions")
     fgshapes_seed: int = 0
     tokenizer: str | None = Field(None, description="tokenizer folder; null: init's, or one built for FG-Shapes")
+    extend_vocabulary: bool | Literal["auto"] = Field(
+        False,
+        description="add the training records' new words to a word-level tokenizer (init's) and grow the token "
+        "embeddings (trained) to match; true refuses a subword tokenizer, auto leaves it as it is",
+    )
     max_boxes: int = Field(4, ge=0)
     negatives: int | None = Field(10, gt=0)
     region_caption: Literal["random", "short", "long"] = "random"
@@ -314,7 +319,7 @@ def _finetune(family: str, output_dir: str, **data: Any) -> dict[str, Any]:
     ``optim.lr``, e.g. 1e-5)."""
     return {
         "model": {"family": family, "gradient_checkpointing": True, "lora": {"rank": 16, "alpha": 32}},
-        "data": {"max_boxes": 4, "negatives": 10, **data},
+        "data": {"max_boxes": 4, "negatives": 10, "extend_vocabulary": "auto", **data},
         "optim": {"lr": 1e-4, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-6, "grad_clip": 1.0},
         "schedule": {"epochs": 3, "batch_size": 32, "warmup_ratio": 0.05, "scheduler": "cosine", "seed": 0},
         "runtime": {"precision": "auto", "zero_stage": 2, "output_dir": output_dir, "save_total_limit": 2},

@@ -66,6 +66,14 @@ def corpus(records: Iterable[FineHARDRecord]) -> Iterator[str]:
             yield from box.negatives
 
 
+def tokenizer_source(config: TrainConfig) -> str:
+    """Where :func:`load_tokenizer` takes the run's tokenizer from, in words (for messages)."""
+    for name, folder in (("data.tokenizer", config.data.tokenizer), ("model.init", config.model.init)):
+        if folder and any((Path(folder) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return f"{name} {folder}"
+    return "the tokenizer built for the training records"
+
+
 def load_tokenizer(config: TrainConfig, records: Iterable[FineHARDRecord], layout: str) -> object:
     """``data.tokenizer``, else the init checkpoint's, else a word-level tokenizer built for these records
     (read only in that last case) in the family's special-token ``layout``."""

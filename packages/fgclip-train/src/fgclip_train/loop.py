@@ -16,7 +16,16 @@ import torch.distributed as dist
 
 from .checkpoint import Checkpointer
 from .config import TrainConfig, dump_config
-from .data import TrainData, build_data, load_tokenizer, read_sources, total_steps, training_records
+from .data import (
+    TrainData,
+    build_data,
+    corpus,
+    load_tokenizer,
+    read_sources,
+    tokenizer_source,
+    total_steps,
+    training_records,
+)
 from .engine import DistEnv, build_engine, setup_distributed
 from .families import TrainingFamily, get_family, loss_switches, loss_weights
 from .metrics import MetricsLogger
@@ -31,6 +40,7 @@ from .preflight import (
     clear_earlier_run,
     resolve_init,
 )
+from .vocabulary import extend_vocabulary
 
 MAX_CONSECUTIVE_SKIPS = 10
 LOSS_TERMS = ("loss", "loss_long", "loss_short", "loss_region", "loss_tic", "loss_hard")
@@ -128,6 +138,9 @@ def build_run(config: TrainConfig, sources, records, val_records, env: DistEnv, 
     family = get_family(config.model.family)
     tokenizer = load_tokenizer(config, training_records(sources, records), family.tokenizer_layout)
     model = family.build_model(config, tokenizer)
+    if config.data.extend_vocabulary:  # new words of the training records: tokenizer and token embeddings grow
+        texts = corpus(training_records(sources, records))
+        tokenizer = extend_vocabulary(model, tokenizer, texts, tokenizer_source(config), config.data.extend_vocabulary)
     bind_objective(model, loss_weights(config, family), loss_switches(config))
     data = build_data(
         config,
