@@ -78,7 +78,28 @@ class _SampleMaker:
         return build_sample(record, self.resize(image), self.options, rng, self.report, at)
 
 
-class FineHARDDataset(Dataset):
+class RecordDataset(Dataset):
+    """A map-style dataset of samples built from indexed records (``record(i)`` and ``__len__`` in subclasses) by
+    one :class:`_SampleMaker` (``self.maker``): image decoding, seeded region-caption draws, the report."""
+
+    maker: _SampleMaker
+
+    @property
+    def report(self) -> Report:
+        return self.maker.report
+
+    def set_epoch(self, epoch: int) -> None:
+        """Redraw the random region-caption choices (seeded by epoch)."""
+        self.maker.epoch = epoch
+
+    def record(self, index: int):
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        return self.maker.make(self.record(index))
+
+
+class FineHARDDataset(RecordDataset):
     """Map-style dataset over records held in memory (FG-Shapes, validation splits, moderate corpora).
 
     ``source``: a record file, a directory of them, or a ``.txt`` listing; ``image_root``: the folder that
@@ -98,18 +119,11 @@ class FineHARDDataset(Dataset):
         self.maker = _SampleMaker(image_root, options, resize, seed)
         self.records = source if isinstance(source, list) else read_records(source, report or self.maker.report)
 
-    @property
-    def report(self) -> Report:
-        return self.maker.report
-
-    def set_epoch(self, epoch: int) -> None:
-        self.maker.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int):
-        return self.maker.make(self.records[index])
+    def record(self, index: int):
+        return self.records[index]
 
 
 class FineHARDStream(IterableDataset):

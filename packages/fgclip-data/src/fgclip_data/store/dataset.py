@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch.utils.data import Dataset
-
-from fgclip_data.datasets import ImageResize, _SampleMaker
+from fgclip_data.datasets import ImageResize, RecordDataset, _SampleMaker
 from fgclip_data.finehard.samples import SampleOptions
-from fgclip_data.report import Report
 from fgclip_data.store.reader import StoreReader
 
 
-class FineHARDStore(Dataset):
+class FineHARDStore(RecordDataset):
     """Samples of a record store (``fgclip-data store build``); ``image_root``: the folder ``f_path`` resolves
     against (images are read where they are). Call :meth:`set_epoch` to redraw the region-caption choices."""
 
@@ -34,15 +31,8 @@ class FineHARDStore(Dataset):
         self.reader = store if isinstance(store, StoreReader) else StoreReader(store)
         self.maker = _SampleMaker(image_root, options, resize, seed)
 
-    @property
-    def report(self) -> Report:
-        return self.maker.report
-
-    def set_epoch(self, epoch: int) -> None:
-        self.maker.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, index: int):
-        return self.maker.make(self.reader.record(index))
+    def record(self, index: int):
+        return self.reader.record(index)
