@@ -66,6 +66,10 @@ class Skipped:
 def clip_box(xyxy, min_size: float) -> tuple[tuple[float, float, float, float] | None, str | None]:
     """(clipped box or None, problem or None) for a normalised box."""
     x1, y1, x2, y2 = map(float, xyxy)
+    if 0.0 <= x1 <= x2 <= 1.0 and 0.0 <= y1 <= y2 <= 1.0:  # the common case (False for NaN): nothing to clip
+        if x2 - x1 < min_size or y2 - y1 < min_size:
+            return None, "degenerate box (no area inside the image) dropped"
+        return (x1, y1, x2, y2), None
     if not (isfinite(x1) and isfinite(y1) and isfinite(x2) and isfinite(y2)):
         return None, "box with NaN/inf coordinates dropped"
     if x2 < x1 or y2 < y1:
@@ -86,24 +90,34 @@ def load_image(path, report: Report, where: str, target: int | None = None) -> I
     return None
 
 
+def _caption_choices(short: str, long: str, mode: str) -> list[str]:
+    """The region captions a box may draw from: the mode's own (``short``, ``long`` or both), else any non-blank
+    one."""
+    has_short, has_long = bool(short.strip()), bool(long.strip())
+    if mode == "short":
+        return [short] if has_short else [long] if has_long else []
+    if mode == "long":
+        return [long] if has_long else [short] if has_short else []
+    return [c for c, usable in ((short, has_short), (long, has_long)) if usable]
+
+
 def build_regions(
     record: FineHARDRecord, options: SampleOptions, rng: random.Random, report: Report, where: str
 ) -> tuple[list, list, list, list]:
     """(boxes, box captions, hard boxes, hard texts) of the first ``max_boxes`` usable boxes."""
     boxes, captions, hard_boxes, hard_texts = [], [], [], []
     case = str.lower if options.lowercase else str
+    mode, wanted, min_size = options.region_caption, options.negatives, options.min_box_size
     for k, info in enumerate(record.bbox_info):
         if len(boxes) == options.max_boxes:
             break
-        box, problem = clip_box(info.xyxy, options.min_box_size)
+        box, problem = clip_box(info.bbox[:4], min_size)
         if problem:
             report.problem(problem, where, field=f"bbox_info.{k}.bbox")
         if box is None:
             continue
-        choices = {"short": [info.short_expr], "long": [info.long_expr]}.get(
-            options.region_caption, [info.short_expr, info.long_expr]
-        )
-        choices = [c for c in choices if c.strip()] or [c for c in (info.short_expr, info.long_expr) if c.strip()]
+        short = info.short_expr
+        choices = _caption_choices(short, info.long_expr, mode)
         if not choices:
             report.problem("box without a region caption dropped", where, field=f"bbox_info.{k}")
             continue
@@ -113,17 +127,15 @@ def build_regions(
         if info.flag_short_neg and not negatives:
             report.problem("flag_short_neg set but no negatives", where, field=f"bbox_info.{k}.short_expr_negs")
         elif negatives:
-            wrong = options.negatives is not None and len(negatives) != options.negatives
-            if wrong or not info.short_expr.strip() or not all(map(str.strip, negatives)):
-                reason = (
-                    f"{len(negatives)} hard negatives instead of {options.negatives}" if wrong else "empty hard text"
-                )
+            wrong = wanted is not None and len(negatives) != wanted
+            if wrong or not short.strip() or not all(map(str.strip, negatives)):
+                reason = f"{len(negatives)} hard negatives instead of {wanted}" if wrong else "empty hard text"
                 report.problem(
                     f"{reason}: negatives of this box ignored", where, field=f"bbox_info.{k}.short_expr_negs"
                 )
             else:
                 hard_boxes.append(box)
-                hard_texts.append([case(info.short_expr), *map(case, negatives)])
+                hard_texts.append([case(short), *map(case, negatives)])
     return boxes, captions, hard_boxes, hard_texts
 
 
