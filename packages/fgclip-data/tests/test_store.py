@@ -10,10 +10,12 @@ import random
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from fgclip_data import FineHARDDataset, read_records
 from fgclip_data.cli import main
 from fgclip_data.datasets import ImageResize
+from fgclip_data.finehard.samples import SampleOptions, build_sample
 from fgclip_data.report import Report
 from fgclip_data.store import StoreError, StoreReader, build_store, verify_store
 from fgclip_data.store.dataset import FineHARDStore
@@ -38,7 +40,15 @@ def _hostile(folder: Path, make) -> Path:
     coerced["bbox_info"][0]["bbox"] = [0, 0, 1, "1"]
     coerced["bbox_info"][1]["flag_short_neg"] = True
     no_boxes = make.record("c2", bbox_info=None)
-    array = [*good[:20], bad_box, text_box, not_string, no_path, chinese, coerced, no_boxes, 5, None]
+    # hard-negative keys other than FineHARD's "0".."n-1" in order are stored as they are
+    named, reordered, empty = make.record("k0"), make.record("k1"), make.record("k2")
+    named["bbox_info"][0]["short_expr_negs"] = {"b": "a blue ball", "a": "a green ball", "": "a red cube"}
+    reordered["bbox_info"][0]["short_expr_negs"] = {"1": "a blue ball", "0": "a green ball"}
+    empty["bbox_info"][0]["short_expr_negs"] = {}
+    unflagged = make.record("k3")  # negatives present, flag 0: not used as hard negatives
+    unflagged["bbox_info"][0]["flag_short_neg"] = 0
+    array = [*good[:20], bad_box, text_box, not_string, no_path, chinese, coerced, no_boxes]
+    array += [named, reordered, empty, unflagged, 5, None]
     (folder / "a.json").write_text(json.dumps(array, ensure_ascii=False))
     lines = [json.dumps(r, ensure_ascii=False) for r in good[20:30]]
     lines[3] = lines[3][:-9]  # truncated line
@@ -200,6 +210,25 @@ def test_store_dataset_gives_the_json_datasets_samples(finehard, tmp_path):
             assert (a.hard_boxes, a.hard_texts, a.chinese) == (b.hard_boxes, b.hard_texts, b.chinese)
             assert a.image.tobytes() == b.image.tobytes()
     assert json_data.report.counts == store_data.report.counts
+
+
+def test_stored_view_builds_the_records_sample(hostile, tmp_path):
+    """The light view random access builds samples from gives the validated record's sample, box problems and
+    draws included, for every record of the hostile set (negatives unflagged, renamed, empty, Chinese, no boxes)."""
+    build_store([hostile], tmp_path / "store", batch_rows=4, part_rows=8)
+    reader = StoreReader(tmp_path / "store")
+    image = Image.new("RGB", (4, 4))
+    options = SampleOptions(negatives=None, max_boxes=3)
+    for i in range(len(reader)):
+        for mode in ("random", "short", "long"):
+            samples, reports = [], []
+            for ref in (reader.record(i), reader.view(i)):
+                report = Report()
+                opts = SampleOptions(**{**options.__dict__, "region_caption": mode})
+                sample = build_sample(ref.record, image, opts, random.Random(i), report, "x")
+                samples.append({k: v for k, v in sample.__dict__.items() if k != "image"})
+                reports.append(dict(report.counts))
+            assert samples[0] == samples[1] and reports[0] == reports[1]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -36,3 +36,6 @@ class FineHARDStore(RecordDataset):
 
     def record(self, index: int):
         return self.reader.record(index)
+
+    def __getitem__(self, index: int):
+        return self.maker.make(self.reader.view(index))

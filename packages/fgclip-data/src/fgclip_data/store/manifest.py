@@ -18,7 +18,7 @@ from fgclip_data.report import DataError
 
 MANIFEST = "manifest.json"
 FORMAT = "fgclip-store"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _EDGE = 1 << 20
 
 

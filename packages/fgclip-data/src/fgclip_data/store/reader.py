@@ -22,7 +22,7 @@ import pyarrow.ipc as ipc
 from fgclip_data.finehard.reader import RecordRef
 from fgclip_data.schema import BoxInfo, FineHARDRecord
 from fgclip_data.store.manifest import Manifest, StoreError
-from fgclip_data.store.schema import SCHEMA
+from fgclip_data.store.schema import BOX_INTS, SCHEMA, default_keys
 
 
 def _view(buffer: pa.Buffer, code: str, start: int, count: int) -> memoryview:
@@ -69,11 +69,6 @@ def _offsets(array: pa.Array) -> memoryview:
     return _view(array.buffers()[1], "i", array.offset, len(array) + 1)
 
 
-def _valid(array: pa.Array):
-    bitmap = array.buffers()[0]
-    return None if bitmap is None else memoryview(bitmap)
-
-
 # A BoxInfo / FineHARDRecord of values validated when the store was built is set as pydantic's model_construct
 # sets it (every field given, no extras; the record's private _dropped_boxes empty: a stored record drops no more
 # boxes), without its per-call bookkeeping.
@@ -103,43 +98,44 @@ class _Batch:
         self.caption = _Strings(batch.column("caption"))
         self.short_caption = _Strings(batch.column("short_caption"))
         self.is_cn = _Strings(batch.column("is_cn"))
-        boxes = batch.column("bbox_info")
-        self.box_offsets = _offsets(boxes)
-        struct = boxes.values
-        bbox = struct.field("bbox")
-        self.bbox_offsets, self.coords = _offsets(bbox), _values(bbox.values, "d")
-        self.short_expr = _Strings(struct.field("short_expr"))
-        self.long_expr = _Strings(struct.field("long_expr"))
-        self.flags = _values(struct.field("flag_short_neg"), "q")
-        negs = struct.field("short_expr_negs")
-        self.negs_offsets, self.negs_valid = _offsets(negs), _valid(negs)
-        self.keys, self.values = _Strings(negs.keys), _Strings(negs.items)
+        coords, ints, texts = batch.column("box_coords"), batch.column("box_ints"), batch.column("box_texts")
+        self.coords_offsets, self.coords = _offsets(coords), _values(coords.values, "d")
+        self.ints_offsets, self.ints = _offsets(ints), _values(ints.values, "q")
+        self.texts_offsets, self.texts = _offsets(texts), _Strings(texts.values)
 
-    def boxes(self, row: int) -> list[BoxInfo]:
-        first, last = self.box_offsets[row], self.box_offsets[row + 1]
+    def unpack(self, row: int) -> list[tuple]:
+        """(bbox, short_expr, long_expr, flag_short_neg, negatives' texts or None, their keys or None for
+        FineHARD's "0".."n-1") of each box of row ``row``."""
+        first, last = self.ints_offsets[row], self.ints_offsets[row + 1]
         if first == last:
             return []
-        coords = self.bbox_offsets[first : last + 1].tolist()
-        values = self.coords[coords[0] : coords[-1]].tolist()
-        negs = self.negs_offsets[first : last + 1].tolist()
-        keys, texts = self.keys.range(negs[0], negs[-1]), self.values.range(negs[0], negs[-1])
-        flags = self.flags[first:last].tolist()
-        short, long = self.short_expr.range(first, last), self.long_expr.range(first, last)
-        valid = self.negs_valid
-        c0, n0 = coords[0], negs[0]
+        ints = self.ints[first:last].tolist()
+        coords = self.coords[self.coords_offsets[row] : self.coords_offsets[row + 1]].tolist()
+        texts = self.texts.range(self.texts_offsets[row], self.texts_offsets[row + 1])
+        out, c, t = [], 0, 0
+        for k in range(0, last - first, BOX_INTS):
+            flag, count, named = ints[k], ints[k + 1], ints[k + 2]
+            n = int(coords[c])
+            bbox, c = coords[c + 1 : c + 1 + n], c + 1 + n
+            short, long, t = texts[t], texts[t + 1], t + 2
+            values = keys = None
+            if count >= 0:
+                values, t = texts[t : t + count], t + count
+                if named:
+                    keys, t = texts[t : t + count], t + count
+            out.append((bbox, short, long, flag, values, keys))
+        return out
+
+    def boxes(self, row: int) -> list[BoxInfo]:
         out = []
-        for k in range(last - first):
-            mapping = None
-            b = first + k
-            if valid is None or (valid[b >> 3] >> (b & 7)) & 1:
-                a, z = negs[k] - n0, negs[k + 1] - n0
-                mapping = dict(zip(keys[a:z], texts[a:z], strict=True))
+        for bbox, short, long, flag, values, keys in self.unpack(row):
+            mapping = None if values is None else dict(zip(keys or default_keys(len(values)), values, strict=True))
             box = _new(BoxInfo)
             _set(box, "__dict__", {
-                "bbox": values[coords[k] - c0 : coords[k + 1] - c0],
-                "short_expr": short[k],
-                "long_expr": long[k],
-                "flag_short_neg": flags[k],
+                "bbox": bbox,
+                "short_expr": short,
+                "long_expr": long,
+                "flag_short_neg": flag,
                 "short_expr_negs": mapping,
             })  # fmt: skip
             _set(box, "__pydantic_fields_set__", set(_BOX_FIELDS))
@@ -148,17 +144,54 @@ class _Batch:
             out.append(box)
         return out
 
+    def texts_of(self, row: int) -> tuple[str, str, str, str]:
+        """f_path, caption, short_caption and the JSON text of is_cn ("" when the record has none)."""
+        offsets = self.is_cn.offsets
+        is_cn = self.is_cn.get(row) if offsets[row] != offsets[row + 1] else ""
+        return self.f_path.get(row), self.caption.get(row), self.short_caption.get(row), is_cn
+
     def record(self, row: int) -> FineHARDRecord:
-        is_cn = self.is_cn.get(row)
+        f_path, caption, short_caption, is_cn = self.texts_of(row)
         return _record(
             {
-                "f_path": self.f_path.get(row),
-                "caption": self.caption.get(row),
-                "short_caption": self.short_caption.get(row),
+                "f_path": f_path,
+                "caption": caption,
+                "short_caption": short_caption,
                 "bbox_info": self.boxes(row),
                 "is_cn": json.loads(is_cn) if is_cn else None,
             }
         )
+
+    def view(self, row: int) -> StoredRecord:
+        f_path, caption, short_caption, is_cn = self.texts_of(row)
+        boxes = [
+            StoredBox(bbox, short, long, flag, values if flag and values else [])
+            for bbox, short, long, flag, values, _ in self.unpack(row)
+        ]
+        return StoredRecord(f_path, caption, short_caption, boxes, bool(is_cn))
+
+
+class StoredBox:
+    """What a sample is built from of a stored box: the fields of :class:`~fgclip_data.schema.BoxInfo` that
+    :func:`~fgclip_data.finehard.samples.build_sample` reads (``negatives`` as its property gives them), without
+    the model object (record -> sample is the hot path of random access)."""
+
+    __slots__ = ("bbox", "flag_short_neg", "long_expr", "negatives", "short_expr")
+
+    def __init__(self, bbox: list, short_expr: str, long_expr: str, flag_short_neg: int, negatives: list) -> None:
+        self.bbox, self.short_expr, self.long_expr = bbox, short_expr, long_expr
+        self.flag_short_neg, self.negatives = flag_short_neg, negatives
+
+
+class StoredRecord:
+    """What a sample is built from of a stored record (:class:`~fgclip_data.schema.FineHARDRecord`'s fields that
+    :func:`~fgclip_data.finehard.samples.build_sample` reads)."""
+
+    __slots__ = ("bbox_info", "caption", "chinese", "f_path", "short_caption")
+
+    def __init__(self, f_path: str, caption: str, short_caption: str, bbox_info: list, chinese: bool) -> None:
+        self.f_path, self.caption, self.short_caption = f_path, caption, short_caption
+        self.bbox_info, self.chinese = bbox_info, chinese
 
 
 class StoreReader:
@@ -233,6 +266,12 @@ class StoreReader:
     def record(self, i: int) -> RecordRef:
         batch, row = self.locate(i)
         return RecordRef(self.files[batch.file[row]], batch.index[row], batch.record(row))
+
+    def view(self, i: int) -> RecordRef:
+        """Record ``i`` as what samples are built from (a :class:`StoredRecord`, not the validated model: cheaper
+        to make, the same sample)."""
+        batch, row = self.locate(i)
+        return RecordRef(self.files[batch.file[row]], batch.index[row], batch.view(row))
 
     def __iter__(self) -> Iterator[RecordRef]:
         """Every record in store order (e.g. to build a tokenizer's vocabulary)."""
