@@ -145,8 +145,9 @@ def cpu_record() -> dict:
 
 def class_text(record: dict) -> str:
     """The class in words: "AVX512-BF16 (no AMX)", or "held to AVX2-only (has AVX512-BF16 (no AMX))"."""
-    if "effective_class" not in record:
-        return record.get("class", "instruction set not recorded")
+    if "effective_class" not in record:  # a result from before CPUs were recorded: what is known of it
+        known = record.get("hardware_class")
+        return CLASS_NAMES[known] if known in CLASS_NAMES else record.get("class", "instruction set not recorded")
     effective, hardware = record["effective_class"], record.get("hardware_class", record["effective_class"])
     if effective == hardware:
         return CLASS_NAMES[effective]
@@ -156,7 +157,7 @@ def class_text(record: dict) -> str:
 
 def cpu_line(record: dict) -> str:
     """One line for the top of a ``.md`` result: "CPU: AMD EPYC, AVX512-BF16 (no AMX), 2 threads (2 cores), ..."."""
-    if "unknown" in record:
+    if "unknown" in record and "model" not in record:
         return f"CPU: unknown ({record['unknown']})"
     parts = [record.get("model", "model not recorded"), class_text(record)]
     if record.get("threads") is not None:
