@@ -128,6 +128,10 @@ def cpu_record() -> dict:
     hardware = hardware_class(flags)
     env = {name: os.environ[name] for name in HOLDS if os.environ.get(name)}
     capability = torch.backends.cpu.get_cpu_capability()
+    sees = {  # what torch's CPUID probes report (the holds do not change them; fgclip's native_bf16 reads these)
+        "avx512_bf16": getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: None)(),
+        "amx_tile": getattr(torch.cpu, "_is_amx_tile_supported", lambda: None)(),
+    }
     return {
         "model": model,
         "machine": platform.machine(),
@@ -135,6 +139,7 @@ def cpu_record() -> dict:
         "hardware_class": hardware,
         "effective_class": effective_class(hardware, env, capability),
         "torch_cpu_capability": capability,
+        "torch_sees": sees,
         "env": {name: os.environ.get(name) for name in HOLDS},
         "threads": torch.get_num_threads(),
         "cores": os.cpu_count(),
