@@ -51,6 +51,8 @@ def test_perf_harness_smoke(tmp_path):
     assert ckpt["saved_activations_MiB"] < no_ckpt["saved_activations_MiB"]  # checkpointing saves activations
     assert result["loader"][0]["samples"] == 40
     assert "| path | shape |" in out.read_text()
+    assert result["cpu"]["model"] and result["cpu"]["effective_class"]  # the CPU it came from
+    assert out.read_text().startswith(f"CPU: {result['cpu']['model']}")
 
 
 STAND_IN = {

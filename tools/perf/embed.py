@@ -1,7 +1,7 @@
 """``fgclip-model embed`` throughput on this CPU (or ``--device cuda``): images/s of FG-CLIP 2 B/16 and FG-CLIP
 v1 B/16 (random weights at the released geometries) for each backend on COCO-sized JPEGs (640 x 480), with the share
 of the run spent waiting for decoded images. Writes ``tools/perf/results/cpu-embed.json`` (and ``.md``) with the
-CPU model and its flags.
+CPU it ran on (``cpu.cpu_record``: model, flags, effective instruction set, threads).
 
     uv run python tools/perf/embed.py [--images 32] [--backends eager bf16 compile onnx] [--models fgclip2 fgclip]
 
@@ -14,38 +14,14 @@ import argparse
 import gc
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from cpu import cpu_line, cpu_record
 
 RESULTS = Path(__file__).parent / "results"
-FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-
-
-def cpu() -> dict:
-    """The CPU's model name, the flags that matter for the backends, threads, and the torch version."""
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        name = platform.processor()
-    flags = set()
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    return {
-        "model": name,
-        "flags": [f for f in FLAGS if f in flags],
-        "threads": torch.get_num_threads(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-    }
 
 
 def build(family: str, folder: Path) -> Path:
@@ -110,8 +86,7 @@ def run(families: list[str], backends: list[str], n: int, batch_size: int, worke
 
 def markdown(machine: dict, rows: list[dict]) -> str:
     lines = [
-        f"CPU: {machine['model']} ({machine['threads']} threads; flags: {', '.join(machine['flags'])}), "
-        f"torch {machine['torch']}",
+        cpu_line(machine),
         "",
         "| model | backend | images | images/s | images/s after the first batch | first batch (s) | waiting |",
         "|---|---|---|---|---|---|---|",
@@ -135,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["fgclip2", "fgclip"], choices=["fgclip2", "fgclip"])
     parser.add_argument("--out", default=str(RESULTS / "cpu-embed"), help="results path without suffix")
     args = parser.parse_args(argv)
-    machine = cpu()
+    machine = cpu_record()
     rows = run(args.models, args.backends, args.images, args.batch_size, args.workers, args.device)
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"cpu": machine, "rows": rows}, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(machine, rows))
     print(markdown(machine, rows))
     return 0

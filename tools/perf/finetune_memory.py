@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from cpu import cpu_line, cpu_record
 
 VARIANTS = {
     "full": [],
@@ -35,26 +36,6 @@ atexit.register(lambda: print(json.dumps({"maxrss_kib": resource.getrusage(resou
 from fgclip_train.cli import stage2
 sys.exit(stage2(sys.argv[1:]))
 """
-
-
-def cpu_description() -> dict:
-    flags = set()
-    model = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    import torch
-
-    return {
-        "model": model,
-        "avx2": "avx2" in flags,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx": "amx_tile" in flags,
-        "threads": torch.get_num_threads(),
-    }
 
 
 def write_base_checkpoint(folder: Path) -> None:
@@ -104,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("tools/perf/results/cpu-finetune-memory.json"))
     args = parser.parse_args(argv)
+    cpu = cpu_record()
+    print(cpu_line(cpu), flush=True)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         init = Path(tmp) / "fgclip2-base"
@@ -113,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[name] = run_variant(init, out, extra, args.steps, not args.no_checkpointing)
             print(name, rows[name], flush=True)
     result = {
-        "cpu": cpu_description(),
+        "cpu": cpu,
         "steps": args.steps,
         "activation_checkpointing": not args.no_checkpointing,
         "variants": rows,

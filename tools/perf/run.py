@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from against_reference import parse_reference, reference_rows
+from cpu import cpu_line, cpu_record
 from inference import backend_rows, inference_rows
 from loader import loader_rows
 from timing import Row
@@ -118,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     skip = set(filter(None, args.skip.split(",")))
     dtype = getattr(torch, args.dtype)
-    machine = (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    )
+    cpu = cpu_record()
+    machine = cpu_line(cpu)
     if args.device.startswith("cuda"):
-        machine += f", {torch.cuda.get_device_name()}"
-    print(f"machine: {machine}; device {args.device}; dtype {args.dtype}", file=sys.stderr)
+        cpu["gpu"] = torch.cuda.get_device_name()
+        machine += f"; GPU: {cpu['gpu']}"
+    print(f"{machine}; device {args.device}; dtype {args.dtype}", file=sys.stderr)
     rows: list[Row] = []
     memory: list[dict] = []
     loader: list[dict] = []
@@ -161,14 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         [f"\nactivation memory of one stage-2 step: {json.dumps(memory)}" if memory else ""]
         + [f"loader: {json.dumps(x)}" for x in loader]
     )
-    print(f"machine: {machine}\n\n{table}\n{extra}")
+    print(f"{machine}\n\n{table}\n{extra}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(f"machine: {machine}\n\n{table}\n{extra}\n")
+        args.out.write_text(f"{machine}\n\n{table}\n{extra}\n")
         args.out.with_suffix(".json").write_text(
             json.dumps(
                 {
-                    "machine": machine,
+                    "cpu": cpu,
+                    "device": args.device,
+                    "dtype": args.dtype,
                     "rows": [asdict(r) | {"ratio": r.ratio} for r in rows],
                     "memory": memory,
                     "loader": loader,

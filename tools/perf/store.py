@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cpu import cpu_line, cpu_record
 
 _WORDS = (
     "a the red blue green small large wooden metal old young man woman child dog cat car tree house street sky "
@@ -249,19 +250,6 @@ def tree_bytes(paths) -> int:
     return sum(p.stat().st_size for p in paths)
 
 
-def cpu_info() -> dict:
-    info = {"machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            info["cpu"] = value.strip()
-        if key.strip() == "flags":
-            info["flags"] = value.strip()
-            break
-    info["load_average"] = os.getloadavg()
-    return info
-
-
 # ---------------------------------------------------------------------------------------------- the run
 
 
@@ -302,7 +290,7 @@ def measure(args) -> dict:
     generate(big, n)
     generate(small, m)
     generate(tiny, args.node_json_records)
-    result: dict = {"cpu": cpu_info(), "records": n, "baseline_records": m, "full_size": FULL}
+    result: dict = {"cpu": cpu_record(), "records": n, "baseline_records": m, "full_size": FULL}
     result["node_json_records"] = args.node_json_records
     print("building the stores ...", file=sys.stderr)
     result["build"] = build(big, work / f"store-{n}", args.build_workers)
@@ -357,8 +345,7 @@ def markdown(r: dict) -> str:
     n, m = r["records"], r["baseline_records"]
     b, bs, rank, x = r["build"], r["build_small"], r["rank"], r["extrapolated"]
     lines = [
-        f"CPU: {r['cpu'].get('cpu')} ({r['cpu']['cores']} cores); load average at start "
-        f"{', '.join(f'{v:.1f}' for v in r['cpu']['load_average'])}",
+        cpu_line(r["cpu"]),
         "",
         "| measure | store | today's path (read_records + FineHARDDataset) |",
         "|---|---|---|",
