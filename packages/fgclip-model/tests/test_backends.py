@@ -131,3 +131,21 @@ def test_onnx_backend_exports_once_per_weights(folders, monkeypatch, tmp_path):
         eager.logit_scale.add_(1.0)  # other weights: another fingerprint, a new export
     with pytest.raises(AssertionError, match="exported again"):
         with_backend(eager, "onnx")
+
+
+@pytest.mark.parametrize(
+    ("isa", "allowed"),
+    [("AVX2", False), ("avx512_core", False), ("SSE41", False), ("AVX512_CORE_BF16", True), ("ALL", True)],
+)
+def test_bf16_is_not_native_when_onednn_is_held_below_avx512_bf16(monkeypatch, isa, allowed):
+    """Holding oneDNN to AVX2 (to measure an AVX2-only CPU on a newer one) must not leave the bf16 backends on
+    the emulated bf16 path, which is many times slower than float32."""
+    from fgclip_model.backends import onednn_allows_bf16
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    assert onednn_allows_bf16() is allowed
+    if not allowed:
+        assert native_bf16("cpu") is False
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert onednn_allows_bf16()

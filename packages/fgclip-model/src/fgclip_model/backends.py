@@ -36,13 +36,26 @@ from torch import nn
 BACKENDS = ("eager", "bf16", "compile", "onnx")
 
 
+# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it still has bf16 matmul instructions
+_BF16_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10")
+
+
+def onednn_allows_bf16() -> bool:
+    """False when ``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``) holds oneDNN below AVX512-BF16,
+    e.g. ``AVX2`` to measure an AVX2-only CPU on a newer one: bf16 matmuls then run through a slow emulation."""
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    return isa.startswith(_BF16_ISAS)
+
+
 def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` computes bf16 matmuls natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX)."""
+    """Whether ``device`` computes bf16 matmuls natively (CUDA with bf16, CPUs with AVX512-BF16 or AMX that oneDNN
+    is allowed to use)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        hardware = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(hardware) and onednn_allows_bf16()
     return False
 
 
