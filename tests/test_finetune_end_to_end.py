@@ -83,6 +83,8 @@ def test_import_finetune_benchmark(tmp_path):
     _command("fgclip_train.cli", *finetune, env=env)
     results = json.loads((tuned / "results.json").read_text())
     assert set(results["before"]) == set(results["after"]) and results["steps"] == 2
+    # the held-out split before and after: retrieval, hard negatives and box classification (category names)
+    assert set(results["after"]) >= {"i2t_r1_short", "hard_negative_acc", "box_cls_acc"}
     model_dir = tuned / "checkpoint-0000002" / "model"
     model, processor = fgclip_model.load(model_dir)
     tokenizer = processor.tokenizer

@@ -250,3 +250,29 @@ def test_validation_prepares_pixels_once_and_matches_two_pass_features(tiny_over
     torch.testing.assert_close(image, two_pass, atol=1e-6, rtol=1e-5)
     for got, want in zip(regions, two_pass_regions, strict=True):
         torch.testing.assert_close(got, torch.nn.functional.normalize(want, dim=-1), atol=1e-6, rtol=1e-5)
+
+
+def test_validation_classifies_boxes_of_any_data_by_its_region_captions():
+    """Outside FG-Shapes (e.g. an imported COCO-style split, whose short region captions are category names) a box's
+    class is its short region caption among the split's distinct ones; FG-Shapes keeps its 40 colour-shape classes."""
+    from fgclip_data.finehard.samples import Sample
+    from fgclip_train.validation import Validator
+
+    validator = Validator.__new__(Validator)
+    validator.classes = None
+    image = None
+    validator.samples = [
+        Sample(image, "c", "s", boxes=[(0, 0, 1, 1)] * 2, box_captions=["cup", "apple"]),
+        Sample(image, "c", "s", boxes=[(0, 0, 1, 1)], box_captions=["cup"]),
+    ]
+    boxes = [(0, 0), (0, 1), (1, 0)]
+    names, truth = validator._box_classes(boxes)
+    assert names == ["apple", "cup"] and truth.tolist() == [1, 0, 1]
+    validator.classes = ["red circle", "blue square"]
+    validator.samples = [
+        Sample(
+            image, "c", "s", boxes=[(0, 0, 1, 1)] * 2, box_captions=["a small blue square left", "a big red circle top"]
+        )
+    ]
+    names, truth = validator._box_classes([(0, 0), (0, 1)])
+    assert names == ["a red circle", "a blue square"] and truth.tolist() == [1, 0]

@@ -25,7 +25,7 @@ METRIC_NAMES = {
     "hard_win_shape": "  true caption beats a shape rewrite",
     "hard_win_size": "  true caption beats a size rewrite",
     "hard_win_position": "  true caption beats a position rewrite",
-    "box_cls_acc": "box classification accuracy (40 classes)",
+    "box_cls_acc": "box classification accuracy",
 }
 
 

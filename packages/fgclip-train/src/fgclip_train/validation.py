@@ -5,7 +5,9 @@
   its negatives;
 * FG-Shapes only: the share of hard negatives changing each attribute that the true caption beats
   (``hard_win_color`` / ``_shape`` / ``_size`` / ``_position``);
-* box classification (FG-Shapes only): the region feature picks the right "colour shape" among all of them.
+* box classification: the region feature picks its box's class among all of the set's. FG-Shapes: the 40 "colour
+  shape" classes (prompts "a red circle"); other data (e.g. an import of a COCO-style set, whose short region
+  captions are the category names): the distinct short region captions of the validation split.
 
 Everything is computed batched from the feature API every family shares (processor outputs in, normalised boxes,
 one tensor per image out); the metric definitions are FG-Shapes' own (``fgclip_data.fgshapes.tasks``), the
@@ -132,6 +134,16 @@ class Validator:
         image, regions = model.get_image_and_region_features(**image_inputs(batch, device), boxes=boxes)
         return F.normalize(image.float(), dim=-1), [F.normalize(r.float(), dim=-1) for r in regions]
 
+    def _box_classes(self, boxes: list[tuple[int, int]]) -> tuple[list[str], torch.Tensor]:
+        """(class prompts, the class of each (sample, box)): FG-Shapes' colour-shape classes, else the distinct
+        short region captions of the validation samples (one class per caption)."""
+        captions = [self.samples[i].box_captions[k] for i, k in boxes]
+        if self.classes:
+            return class_prompts(self.classes), torch.tensor([box_class(t, self.classes) for t in captions])
+        names = sorted(set(captions))
+        index = {name: n for n, name in enumerate(names)}
+        return names, torch.tensor([index[t] for t in captions])
+
     @torch.no_grad()
     def __call__(self, model, device=None) -> dict[str, float]:
         device = device or next(model.parameters()).device
@@ -162,9 +174,9 @@ class Validator:
                 kinds = [[changed_attribute(g[0], t) for t in g[1:]] for g in groups]
                 for kind, rate in hard_negative_win_rates(scores, kinds).items():
                     metrics[f"hard_win_{kind}"] = rate
-        if self.classes and hard:
-            prompts = self._texts(model, class_prompts(self.classes), "box", c.short_length, device)
-            truth = torch.tensor([box_class(self.samples[i].box_captions[k], self.classes) for i, k in hard])
+        if hard:
+            names, truth = self._box_classes(hard)
+            prompts = self._texts(model, names, "box", c.short_length, device)
             metrics["box_cls_acc"] = box_classification_accuracy(region @ prompts.T, truth)
         model.train(was_training)
         return metrics
