@@ -85,7 +85,50 @@ def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
             "optimizer_ms": median_iqr([1e3 * t[1] for t in times])[0],
             "top_ops": {e.key: round(100 * e.self_cpu_time_total / total, 1) for e in top},
         }
+    if config.model.family == "fgclip2":
+        result["phases"] = tower_phases(model, batches[1:], switches)
+        validator = family.build_validator(config, val, sources, tokenizer, data.collate, data.resize)
+        validator(model)  # the first call prepares (and keeps) the validation pixels
+        start = time.perf_counter()
+        validator(model)
+        seconds = time.perf_counter() - start
+        steps = config.schedule.max_steps or round(config.schedule.epochs * len(data.batches))
+        every = config.runtime.eval_every
+        count = int(config.runtime.eval_before) + (steps // every if every else 0) + int(config.runtime.eval_after)
+        result["validation"] = {"seconds": seconds, "count": count, "steps": steps,
+                                "per_step_ms": 1e3 * seconds * count / steps}  # fmt: skip
     return result
+
+
+def tower_phases(model, batches, switches) -> dict[str, float]:
+    """Median ms of the towers' forward + backward alone on the step's inputs (FG-CLIP 2): the vision tower on the
+    batch's patches, the text tower's short walk on the step's distinct short-walk rows (as ``compute_loss`` encodes
+    them) and its long walk on the long captions; the rest of the step (heads, region pooling, losses) is the step's
+    forward + backward minus these."""
+    from fgclip_model.stage2 import ParsedBatch
+
+    def timed(fn) -> float:
+        times = []
+        for batch in batches:
+            start = time.perf_counter()
+            out = fn(batch)
+            out.float().sum().backward()
+            times.append(1e3 * (time.perf_counter() - start))
+            model.zero_grad(set_to_none=True)
+        return median_iqr(times)[0]
+
+    def vision(batch):
+        shapes = model._shapes(batch.pixel_values, batch.spatial_shapes)
+        return model.vision_model(batch.pixel_values, batch.pixel_attention_mask, shapes)
+
+    def short(batch):
+        ids = torch.cat(ParsedBatch.parse(batch, switches).short_pieces())
+        return model.text_model(torch.unique(ids, dim=0), walk_type="short")
+
+    def long(batch):
+        return model.text_model(ParsedBatch.parse(batch, switches).text_long, walk_type="long")
+
+    return {"vision_ms": timed(vision), "text_short_ms": timed(short), "text_long_ms": timed(long)}
 
 
 def markdown(result: dict) -> str:
@@ -106,4 +149,26 @@ def markdown(result: dict) -> str:
     lines.append(f"| **step** | **{step_before:.0f}** | **{step_after:.0f}** ({step_before / step_after:.2f}×) |")
     for label, part in (("before", before), ("after", after)):
         lines.append(f"\ntop operators {label} (% of self CPU time): {part['top_ops']}")
+    if "phases" in result:
+        lines += ["", phase_table(result)]
+    return "\n".join(lines)
+
+
+def phase_table(result: dict) -> str:
+    """Where fgclip's step goes (the ``after`` step), validation amortised over the run's steps."""
+    after, phases, val = result["after"], result["phases"], result["validation"]
+    towers = phases["vision_ms"] + phases["text_short_ms"] + phases["text_long_ms"]
+    rows = [
+        ("vision tower, forward + backward", phases["vision_ms"]),
+        ("text tower, short walk (distinct rows), forward + backward", phases["text_short_ms"]),
+        ("text tower, long walk, forward + backward", phases["text_long_ms"]),
+        ("heads, region pooling, losses, forward + backward", max(after["forward_backward_ms"] - towers, 0.0)),
+        ("optimiser step", after["optimizer_ms"]),
+        ("collation (decode, patches, tokenise)", after["collate_ms"]),
+        (f"validation ({val['seconds']:.1f} s × {val['count']} over {val['steps']} steps)", val["per_step_ms"]),
+    ]
+    total = sum(ms for _, ms in rows)
+    lines = ["| part of a step | ms | share |", "|---|---|---|"]
+    lines += [f"| {name} | {ms:.0f} | {100 * ms / total:.0f} % |" for name, ms in rows]
+    lines.append(f"| **step, validation included** | **{total:.0f}** | |")
     return "\n".join(lines)
