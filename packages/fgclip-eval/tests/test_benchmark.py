@@ -34,8 +34,10 @@ def test_every_fgshapes_task_runs_and_writes_reports(
     model = _checkpoint(tmp_path, golden, family, tokenizer)
     out = tmp_path / "out"
     assert main(["--model", str(model), "--data-root", str(shapes.parent), "--output", str(out)]) == 0
-    results = json.loads((out / "results.json").read_text())["results"]
+    record = json.loads((out / "results.json").read_text())
+    results = record["results"]
     assert set(results) == {"fgshapes-retrieval", "fgshapes-hard-negatives", "fgshapes-box-classification"}
+    assert record["machine"]["model"] and record["machine"]["effective_class"]  # the CPU the figures came from
     retrieval = results["fgshapes-retrieval"]
     assert set(retrieval) == {f"{c}_{d}_r{k}" for c in ("short", "long") for d in ("i2t", "t2i") for k in (1, 5)}
     assert all(0 <= v <= 1 for r in results.values() for v in r.values())

@@ -45,6 +45,14 @@ def test_fgclip2_trains_and_its_checkpoint_loads(tiny_overrides, tmp_path):
     with Image.open(tmp_path / "run" / "training_curves.png") as plot:  # losses and validation metrics per step
         assert plot.size[0] > 400 and plot.size[1] > 400
     assert set(results["before"]) >= {"i2t_r1_short", "t2i_r1_long", "hard_negative_acc", "box_cls_acc"}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())  # with the CPU the run measured on
+    assert saved["machine"]["threads"] >= 1 and saved["machine"]["effective_class"] in (
+        "avx2",
+        "avx512",
+        "avx512_bf16",
+        "amx",
+        "baseline",
+    )
     wins = {k: results["after"][f"hard_win_{k}"] for k in ("color", "shape", "size", "position")}
     assert all(0 <= v <= 1 for v in wins.values())
     # a box is right only when it beats all its rewrites: no better than its weakest attribute

@@ -66,10 +66,13 @@ def write(
     paper: dict[str, dict[str, float]] | None = None,
     throughput: dict | None = None,
 ) -> dict[str, Path]:
-    """results.json (with the encoder's ``throughput`` when given), results.md and the results.png chart."""
+    """results.json (with the encoder's ``throughput`` when given, and the machine it ran on), results.md and the
+    results.png chart."""
+    from fgclip_model.machine import machine_record
+
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"json": out_dir / "results.json", "markdown": out_dir / "results.md", "chart": out_dir / "results.png"}
-    record = {"model": model, "results": results, "paper": paper or {}}
+    record = {"model": model, "results": results, "paper": paper or {}, "machine": machine_record()}
     if throughput:
         record["throughput"] = throughput
     files["json"].write_text(json.dumps(record, indent=2))

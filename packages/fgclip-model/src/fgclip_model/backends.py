@@ -36,15 +36,13 @@ from torch import nn
 BACKENDS = ("eager", "bf16", "compile", "onnx")
 
 
-# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it still has bf16 matmul instructions
-_BF16_ISAS = ("ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX10")
-
-
 def onednn_allows_bf16() -> bool:
     """False when ``ONEDNN_MAX_CPU_ISA`` (or its older name ``DNNL_MAX_CPU_ISA``) holds oneDNN below AVX512-BF16,
     e.g. ``AVX2`` to measure an AVX2-only CPU on a newer one: bf16 matmuls then run through a slow emulation."""
-    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
-    return isa.startswith(_BF16_ISAS)
+    from fgclip_model.machine import CLASSES, onednn_cap
+
+    cap = onednn_cap(os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "")
+    return cap is None or CLASSES.index(cap) >= CLASSES.index("avx512_bf16")
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from fgclip_model.machine import machine_record
+
 from .checkpoint import Checkpointer
 from .config import TrainConfig, dump_config
 from .data import (
@@ -266,6 +268,7 @@ def train(config: TrainConfig) -> dict:
         samples=run.samples,
         skipped=run.skipped,
         checkpoint=str(latest) if latest else None,
+        machine=machine_record(),  # the CPU (model, instruction-set class, threads) and GPU the figures came from
     )
     if env.main:
         (out_dir / "results.json").write_text(json.dumps(results, indent=2))

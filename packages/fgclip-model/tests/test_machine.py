@@ -1,30 +1,25 @@
-"""tools/perf/cpu.py: every results file records the CPU it came from, and a run held to AVX2 says so."""
+"""fgclip_model.machine: every results file records the CPU it came from, and a run held to AVX2 says so."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).parents[1]
-CPU_PY = ROOT / "tools" / "perf" / "cpu.py"
 KEYS = {"model", "flags", "hardware_class", "effective_class", "torch_cpu_capability", "env", "threads", "cores",
         "torch", "load_average_start"}  # fmt: skip
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("perf_cpu", CPU_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    import fgclip_model.machine
+
+    return fgclip_model.machine
 
 
 def _record_in_subprocess(**env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
-    code = f"import json, runpy; m = runpy.run_path({str(CPU_PY)!r}); print(json.dumps(m['cpu_record']()))"
+    code = "import json; from fgclip_model.machine import cpu_record; print(json.dumps(cpu_record()))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**clean, **env},
                           timeout=120, check=True)  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
