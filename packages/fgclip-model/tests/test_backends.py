@@ -149,3 +149,23 @@ def test_bf16_is_not_native_when_onednn_is_held_below_avx512_bf16(monkeypatch, i
         assert native_bf16("cpu") is False
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     assert onednn_allows_bf16()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_backend_is_bf16_where_bf16_is_native_else_eager(monkeypatch, native):
+    """``backend="auto"``: bf16 autocast where the device has native bf16 (faster there, within 1e-4 in cosine),
+    the eager model elsewhere; an unknown name is still refused."""
+    from fgclip_model import backends
+    from fgclip_model.fgclip2.modeling import FGCLIP2Model
+    from fgclip_model.tiny import fgclip2_config
+
+    monkeypatch.setattr(backends, "native_bf16", lambda device: native)
+    model = FGCLIP2Model(fgclip2_config()).eval()
+    assert backends.pick_backend("cpu") == ("bf16" if native else "eager")
+    chosen = with_backend(model, "auto")
+    if native:
+        assert isinstance(chosen, BackendModel) and chosen.backend == "bf16"
+    else:
+        assert chosen is model
+    with pytest.raises(ValueError, match="unknown backend"):
+        with_backend(model, "fastest")

@@ -42,10 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend",
-        choices=("eager", "bf16", "compile", "onnx"),
+        choices=("eager", "bf16", "compile", "onnx", "auto"),
         default="eager",
         help="how features are computed: eager PyTorch, bf16 autocast, torch.compile (bf16 where native), ONNX "
-        "Runtime (CPU); see fgclip_model.backends",
+        "Runtime (CPU), or auto (bf16 where the device has native bf16, else eager); see fgclip_model.backends",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: up to 4)")

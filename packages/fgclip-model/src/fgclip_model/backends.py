@@ -15,6 +15,7 @@ run through the chosen backend and return float32 tensors; every other attribute
 ``onnx``    ONNX Runtime (CPU) on graphs exported by :func:`fgclip_model.export.export_onnx`, float32; the
             export is cached under ``$FGCLIP_CACHE/onnx/<fingerprint of the weights>``. Region and dense
             features run eagerly. Needs the ``onnx`` extra.
+``auto``    :func:`pick_backend`'s choice for the device: ``bf16`` where bf16 matmuls are native, else ``eager``.
 =========  ================================================================================================
 
 Which is fastest depends on the machine: ``tools/perf/run.py`` measures all of them against transformers'
@@ -34,6 +35,8 @@ import torch
 from torch import nn
 
 BACKENDS = ("eager", "bf16", "compile", "onnx")
+AUTO = "auto"  # the backend :func:`pick_backend` chooses for the device
+CHOICES = (*BACKENDS, AUTO)
 
 
 def onednn_allows_bf16() -> bool:
@@ -213,18 +216,30 @@ def load(path_or_id: str | os.PathLike, backend: str = "eager", **kwargs):
     a GPU, load with ``auto.load``, move the model, then call :func:`with_backend`."""
     from fgclip_model.auto import load as load_eager
 
-    if backend not in BACKENDS:  # before reading any weights
-        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend not in CHOICES:  # before reading any weights
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(CHOICES)})")
     model, processor = load_eager(path_or_id, **kwargs)
     return with_backend(model, backend), processor
 
 
+def pick_backend(device: torch.device | str) -> str:
+    """What ``backend="auto"`` runs on ``device``: ``bf16`` where bf16 matmuls are native (CUDA with bf16, CPUs with
+    AVX512-BF16 or AMX that oneDNN may use: 1.5-1.6x eager for embedding runs on a 2-core AVX512-BF16 EPYC, within
+    1e-4 in cosine), else ``eager`` (on AVX2-only CPUs no backend was measured reliably faster: ``compile``
+    1.03-1.13x, ``onnx`` 0.95-1.52x). ``compile`` is left to an explicit choice: faster still once compiled, but
+    its first batches compile for seconds to a minute."""
+    return "bf16" if native_bf16(device) else "eager"
+
+
 def with_backend(model: nn.Module, backend: str = "eager", **options) -> nn.Module:
-    """``model`` with its feature methods computed by ``backend`` (one of :data:`BACKENDS`); ``eager`` returns
-    the model itself. Move the model to its device first. ``options``: the backend's own (``onnx``:
-    ``export_dir``, where the graphs are exported or found instead of the cache)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    """``model`` with its feature methods computed by ``backend`` (one of :data:`CHOICES`; ``auto``: the one
+    :func:`pick_backend` chooses for the model's device); ``eager`` returns the model itself. Move the model to its
+    device first. ``options``: the backend's own (``onnx``: ``export_dir``, where the graphs are exported or found
+    instead of the cache)."""
+    if backend not in CHOICES:
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(CHOICES)})")
+    if backend == AUTO:
+        backend = pick_backend(_device(model))
     if backend == "eager":
         return model
     if backend == "onnx" and _device(model).type != "cpu":

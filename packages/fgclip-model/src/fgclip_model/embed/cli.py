@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from fgclip_model.backends import BACKENDS
+from fgclip_model.backends import CHOICES
 
 
 def add_embed_parser(commands) -> None:
@@ -16,7 +16,7 @@ def add_embed_parser(commands) -> None:
     p.add_argument("--input", required=True, help="image folder, WebDataset tar(s), table, FineHARD records, text file")
     p.add_argument("--out", required=True, help="output folder (resumed when it exists)")
     p.add_argument("--input-format", choices=["folder", "webdataset", "table", "finehard", "text"])
-    p.add_argument("--backend", choices=BACKENDS, default="eager")
+    p.add_argument("--backend", choices=CHOICES, default="eager")
     p.add_argument("--device", default="cpu", help="cpu, cuda (rank r takes cuda:LOCAL_RANK) or a device")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding images")
@@ -41,7 +41,7 @@ def add_search_parser(commands) -> None:
     p.add_argument("-k", "--top-k", type=int, default=10)
     p.add_argument("--regions", action="store_true", help="search the region embeddings")
     p.add_argument("--model", help="the model (default: the one that made the embeddings)")
-    p.add_argument("--backend", choices=BACKENDS, default="eager")
+    p.add_argument("--backend", choices=CHOICES, default="eager")
     p.add_argument(
         "--faiss", action=argparse.BooleanOptionalAction, default=None, help="use faiss (default: when installed)"
     )
