@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from cpu import cpu_line, cpu_record
+
+from fgclip_model.machine import cpu_line, cpu_record
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cpu import cpu_line, cpu_record
+from fgclip_model.machine import cpu_line, cpu_record
 
 VARIANTS = {
     "full": [],

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import torch
 from against_reference import parse_reference, reference_rows
-from cpu import cpu_line, cpu_record
 from inference import backend_rows, inference_rows
 from loader import loader_rows
 from timing import Row
 from training import stage2_rows, structure_rows
+
+from fgclip_model.machine import cpu_line, cpu_record
 
 # ---------------------------------------------------------------------------------------------- models
 

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from cpu import cpu_line, cpu_record
+from fgclip_model.machine import cpu_line, cpu_record
 
 _WORDS = (
     "a the red blue green small large wooden metal old young man woman child dog cat car tree house street sky "

@@ -21,7 +21,7 @@ from fgclip_data.store import StoreError, StoreReader, build_store, verify_store
 from fgclip_data.store.dataset import FineHARDStore
 from fgclip_data.store.manifest import Manifest
 from fgclip_data.store.parse import parse_file
-from fgclip_data.store.schema import NOT_UTF8
+from fgclip_data.store.schema import NOT_INT64, NOT_UTF8
 
 
 def _hostile(folder: Path, make) -> Path:
@@ -47,8 +47,10 @@ def _hostile(folder: Path, make) -> Path:
     empty["bbox_info"][0]["short_expr_negs"] = {}
     unflagged = make.record("k3")  # negatives present, flag 0: not used as hard negatives
     unflagged["bbox_info"][0]["flag_short_neg"] = 0
+    huge = make.record("k4")  # a JSON integer beyond int64: valid for the schema, not storable in Arrow's int64
+    huge["bbox_info"][0]["flag_short_neg"] = 10**20
     array = [*good[:20], bad_box, text_box, not_string, no_path, chinese, coerced, no_boxes]
-    array += [named, reordered, empty, unflagged, 5, None]
+    array += [named, reordered, empty, unflagged, huge, 5, None]
     (folder / "a.json").write_text(json.dumps(array, ensure_ascii=False))
     lines = [json.dumps(r, ensure_ascii=False) for r in good[20:30]]
     lines[3] = lines[3][:-9]  # truncated line
@@ -88,11 +90,13 @@ def test_parser_gives_the_json_readers_records_and_report(hostile):
 def test_store_reads_back_every_record_with_its_origin(hostile, tmp_path):
     expected = Report()
     refs = read_records(hostile, expected)
-    # the one difference: text Arrow cannot hold as UTF-8 (a lone surrogate escape) is a counted skip
+    # the differences: values Arrow cannot hold (text that is not UTF-8, an integer beyond int64) are counted skips
     surrogate = next(r for r in refs if "\ud800" in r.record.caption)
-    refs.remove(surrogate)
-    expected.problem(NOT_UTF8, surrogate.file, surrogate.index, "caption")
-    expected.done["records"] -= 1
+    huge = next(r for r in refs if r.record.bbox_info and r.record.bbox_info[0].flag_short_neg > 1)
+    for ref, reason, field in ((surrogate, NOT_UTF8, "caption"), (huge, NOT_INT64, "bbox_info.0.flag_short_neg")):
+        refs.remove(ref)
+        expected.problem(reason, ref.file, ref.index, field)
+        expected.done["records"] -= 1
     report = Report()
     manifest = build_store([hostile], tmp_path / "store", batch_rows=4, part_rows=8, report=report)
     _same_report(report, expected)

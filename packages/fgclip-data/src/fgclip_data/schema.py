@@ -11,6 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from fgclip_data.report import DataError
 
 
+def hard_negatives(flag_short_neg: int, texts: list[str]) -> list[str]:
+    """The hard negatives a box uses: its negatives' texts when ``flag_short_neg`` is set, else none (the one rule
+    for validated records and stored ones)."""
+    return texts if flag_short_neg and texts else []
+
+
 class BoxInfo(BaseModel):
     """One region: normalised ``[x1, y1, x2, y2, ...]`` (extra values such as a detector score are kept but
     unused), its short and long referring expressions and optional hard negatives of the short one."""
@@ -31,9 +37,7 @@ class BoxInfo(BaseModel):
     @property
     def negatives(self) -> list[str]:
         """The hard negatives of ``short_expr`` in JSON key order (empty unless ``flag_short_neg`` is 1)."""
-        if not self.flag_short_neg or not self.short_expr_negs:
-            return []
-        return list(self.short_expr_negs.values())
+        return hard_negatives(self.flag_short_neg, list((self.short_expr_negs or {}).values()))
 
 
 class FineHARDRecord(BaseModel):

@@ -1,6 +1,6 @@
 """Streaming reader of FineHARD record files: JSON arrays (``jsonfiles/*.json``) and JSON Lines.
 
-Arrays are parsed incrementally (ijson), so a 12M-record corpus never has to sit in memory as Python objects
+Arrays are parsed incrementally (``jsonarray``), so a 12M-record corpus never has to sit in memory as Python objects
 unless the caller asks for a list (:func:`read_records`).
 """
 
@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ijson
-
+from fgclip_data.finehard.jsonarray import array_elements
 from fgclip_data.report import DataError, Report
 from fgclip_data.schema import FineHARDRecord, parse_record
 
@@ -68,12 +67,11 @@ def iter_raw(path: Path, report: Report) -> Iterator[tuple[int, object]]:
         return
     if first == "[":
         index = -1
-        with open(path, "rb") as f:
-            try:
-                for index, item in enumerate(ijson.items(f, "item", use_float=True)):
-                    yield index, item
-            except (ijson.JSONError, UnicodeDecodeError, ValueError):  # truncated, binary or invalid
-                report.problem("malformed JSON array; rest of the file skipped", str(path), index + 1)
+        try:
+            for index, item in enumerate(array_elements(path)):
+                yield index, item
+        except ValueError:  # truncated, binary or invalid (JSONDecodeError, UnicodeDecodeError)
+            report.problem("malformed JSON array; rest of the file skipped", str(path), index + 1)
         return
     with open(path, "rb") as f:
         for index, raw in enumerate(f):

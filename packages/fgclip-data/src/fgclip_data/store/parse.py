@@ -9,7 +9,6 @@ returns for it, with nothing to report; any other record takes the project's own
 
 from __future__ import annotations
 
-import codecs
 import itertools
 import json
 from collections.abc import Iterator
@@ -17,12 +16,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from fgclip_data.finehard.jsonarray import array_elements
 from fgclip_data.finehard.reader import _first_char, validate
 from fgclip_data.report import Report
 from fgclip_data.schema import FineHARDRecord
 
-_CHUNK = 1 << 22
-_MAX_RECORD = 1 << 26  # no record is 64 MiB: an element that does not decode by then is malformed
 _ARRAY_ERROR = "malformed JSON array; rest of the file skipped"
 
 
@@ -54,72 +52,8 @@ def _lines(path: Path, report: Report, start: int) -> Iterator[tuple[int, FineHA
             yield index, validate(data, file, index, report)
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")  # NaN / Infinity: the JSON-array reader (ijson) refuses them too
-
-
-def _elements(path: Path) -> Iterator[object]:
-    """The elements of a top-level JSON array, decoded chunk by chunk (memory: a chunk and one element);
-    raises ValueError (UnicodeDecodeError, JSONDecodeError) where the array is malformed."""
-    decoder, utf8 = json.JSONDecoder(parse_constant=_no_constant), codecs.getincrementaldecoder("utf-8")()
-    with open(path, "rb") as f:
-        text, pos, eof = "", 0, False
-
-        def more() -> None:
-            nonlocal text, pos, eof
-            block = f.read(_CHUNK)
-            eof = not block
-            text = text[pos:] + utf8.decode(block, final=eof)
-            pos = 0
-
-        def skip_space() -> None:
-            nonlocal pos
-            while True:
-                while pos < len(text) and text[pos] in " \t\r\n":
-                    pos += 1
-                if pos < len(text) or eof:
-                    return
-                more()
-
-        more()
-        skip_space()
-        if text[pos : pos + 1] != "[":
-            raise ValueError("not a JSON array")
-        pos += 1
-        skip_space()
-        if text[pos : pos + 1] == "]":
-            pos += 1
-        else:
-            while True:
-                while True:
-                    try:
-                        value, end = decoder.raw_decode(text, pos)
-                    except json.JSONDecodeError:
-                        if eof or len(text) - pos > _MAX_RECORD:
-                            raise
-                        more()
-                        continue
-                    if end == len(text) and not eof:  # a number may go on in the next chunk
-                        more()
-                        continue
-                    break
-                pos = end
-                yield value
-                skip_space()
-                separator = text[pos : pos + 1]
-                pos += 1
-                if separator == "]":
-                    break
-                if separator != ",":
-                    raise ValueError("expected , or ] between array elements")
-                skip_space()
-        skip_space()
-        if pos < len(text):
-            raise ValueError("data after the end of the array")
-
-
 def _array(path: Path, report: Report, start: int) -> Iterator[tuple[int, FineHARDRecord | None]]:
-    file, elements = str(path), _elements(path)
+    file, elements = str(path), array_elements(path)
     for index in itertools.count():
         try:
             data = next(elements)

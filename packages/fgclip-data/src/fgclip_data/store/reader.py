@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from fgclip_data.finehard.reader import RecordRef
-from fgclip_data.schema import BoxInfo, FineHARDRecord
+from fgclip_data.schema import BoxInfo, FineHARDRecord, hard_negatives
 from fgclip_data.store.manifest import Manifest, StoreError
 from fgclip_data.store.schema import BOX_INTS, SCHEMA, default_keys
 
@@ -165,7 +165,7 @@ class _Batch:
     def view(self, row: int) -> StoredRecord:
         f_path, caption, short_caption, is_cn = self.texts_of(row)
         boxes = [
-            StoredBox(bbox, short, long, flag, values if flag and values else [])
+            StoredBox(bbox, short, long, flag, hard_negatives(flag, values or []))
             for bbox, short, long, flag, values, _ in self.unpack(row)
         ]
         return StoredRecord(f_path, caption, short_caption, boxes, bool(is_cn))

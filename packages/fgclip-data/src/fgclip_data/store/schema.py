@@ -45,13 +45,18 @@ BOX_INTS = 3  # box_ints per box: flag_short_neg, the negatives' count (-1: none
 
 
 NOT_UTF8 = "text that is not UTF-8 (a lone surrogate escape): record skipped"
+NOT_INT64 = "flag_short_neg outside the 64-bit integer range: record skipped"
+INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-def unencodable(record: FineHARDRecord) -> str | None:
-    """The first field whose text cannot be stored as UTF-8 (JSON allows lone ``\\ud800`` escapes; Arrow
-    strings do not), or None."""
+def unencodable(record: FineHARDRecord) -> tuple[str, str] | None:
+    """(field, reason) of the first value the store cannot hold, or None: text that cannot be stored as UTF-8
+    (JSON allows lone ``\\ud800`` escapes; Arrow strings do not), a ``flag_short_neg`` beyond int64 (JSON integers
+    have no bound)."""
     texts = [("f_path", record.f_path), ("caption", record.caption), ("short_caption", record.short_caption)]
     for k, box in enumerate(record.bbox_info):
+        if not INT64[0] <= box.flag_short_neg <= INT64[1]:
+            return f"bbox_info.{k}.flag_short_neg", NOT_INT64
         texts += [(f"bbox_info.{k}.short_expr", box.short_expr), (f"bbox_info.{k}.long_expr", box.long_expr)]
         texts += [(f"bbox_info.{k}.short_expr_negs", t) for t in (box.short_expr_negs or {}).values()]
         texts += [(f"bbox_info.{k}.short_expr_negs", t) for t in (box.short_expr_negs or {})]
@@ -59,7 +64,7 @@ def unencodable(record: FineHARDRecord) -> str | None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            return field
+            return field, NOT_UTF8
     return None
 
 

@@ -24,7 +24,7 @@ from fgclip_data.finehard.reader import record_files
 from fgclip_data.report import Report
 from fgclip_data.store.manifest import MANIFEST, Manifest, Part, SourceFile, StoreError, sha256
 from fgclip_data.store.parse import parse_file
-from fgclip_data.store.schema import NOT_UTF8, SCHEMA, to_batch, unencodable
+from fgclip_data.store.schema import SCHEMA, to_batch, unencodable
 
 
 def source_files(sources: Sequence[str | Path]) -> list[Path]:
@@ -67,17 +67,19 @@ END = -1  # "the file is done": the position moves on to the next file
 
 
 def _batch(rows: list, file: Path, report: Report) -> pa.RecordBatch:
-    """``to_batch``, with the rare text Arrow cannot hold as UTF-8 reported and its records left out."""
+    """``to_batch``, with the rare record holding a value Arrow cannot store (text that is not UTF-8, an integer
+    beyond int64) reported and left out."""
     try:
         return to_batch(rows)
-    except UnicodeEncodeError:
+    except (UnicodeEncodeError, OverflowError):
         kept = []
         for row in rows:
-            field = unencodable(row[2])
-            if field is None:
+            problem = unencodable(row[2])
+            if problem is None:
                 kept.append(row)
             else:
-                report.problem(NOT_UTF8, str(file), row[1], field)
+                field, reason = problem
+                report.problem(reason, str(file), row[1], field)
                 report.done["records"] -= 1
         return to_batch(kept)
 
