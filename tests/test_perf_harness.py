@@ -30,6 +30,7 @@ def test_perf_harness_smoke(tmp_path):
         "40",
         "--backends",
         "eager,bf16",
+        "--ceiling",
         "--out",
         str(out),
     ]
@@ -51,6 +52,12 @@ def test_perf_harness_smoke(tmp_path):
     assert ckpt["saved_activations_MiB"] < no_ckpt["saved_activations_MiB"]  # checkpointing saves activations
     assert result["loader"][0]["samples"] == 40
     assert "| path | shape |" in out.read_text()
+    ceiling = result["ceiling"]  # float32 peak over what transformers' eager model reaches, per row
+    assert {(r["what"], r["shape"]) for r in ceiling} >= {("FG-CLIP v1 image embeddings", "B=1")}
+    for row in ceiling:
+        assert row["gflop"] > 0 and row["eager_gflops"] > 0
+        assert row["ceiling"] == pytest.approx(row["peak_gflops"] / row["eager_gflops"])
+    assert "most any float32 runtime can gain" in out.read_text()
     assert result["cpu"]["model"] and result["cpu"]["effective_class"]  # the CPU it came from
     assert out.read_text().startswith(f"CPU: {result['cpu']['model']}")
 

@@ -81,15 +81,15 @@ def backend_rows(args, device, dtype) -> list[Row]:
 
     import torch.nn.functional as F
 
-    from fgclip_model.backends import BACKENDS, with_backend
+    from fgclip_model.backends import BACKENDS, GRAPH_BACKENDS, with_backend
 
     rows: list[Row] = []
     for family, pair in (("FG-CLIP v1", v1_pair), ("FG-CLIP 2", v2_pair)):
         ours, peer = pair(args.tiny, device, dtype)
         peer_name = "transformers CLIPModel" if family == "FG-CLIP v1" else "transformers Siglip2Model"
-        onnx_dir = tempfile.mkdtemp(prefix="fgclip-perf-onnx-")  # not the user's cache: deleted below
+        onnx_dir = tempfile.mkdtemp(prefix="fgclip-perf-onnx-")  # one export for the graph backends, deleted below
         models = {
-            name: with_backend(ours, name, **({"export_dir": onnx_dir} if name == "onnx" else {}))
+            name: with_backend(ours, name, **({"export_dir": onnx_dir} if name in GRAPH_BACKENDS else {}))
             for name in BACKENDS
             if name in args.backends
         }

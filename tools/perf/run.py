@@ -31,6 +31,7 @@ from loader import loader_rows
 from timing import Row
 from training import stage2_rows, structure_rows
 
+from fgclip_model.backends import BACKENDS
 from fgclip_model.machine import cpu_line, cpu_record
 
 # ---------------------------------------------------------------------------------------------- models
@@ -71,7 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", default="", help="comma list of parts to skip: inference,backends,stage2,structure,loader"
     )
     parser.add_argument(
-        "--backends", default="eager,bf16,compile,onnx", help="fgclip_model backends timed by the backends part"
+        "--backends",
+        default="eager,bf16,compile,onnx,int8",
+        help="fgclip_model backends timed by the backends part",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="the float32 ceiling: this CPU's float32 matmul peak over the rate transformers' eager model reaches, "
+        "row by row (the most any float32 runtime can gain)",
     )
     parser.add_argument(
         "--mainjob",
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ours-backend",
         default="eager",
-        choices=("eager", "bf16", "compile", "onnx"),
+        choices=BACKENDS,
         help="fgclip's feature backend in the --reference comparison (non-eager: the step cases are left out)",
     )
     parser.add_argument(
@@ -152,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
 
         throughput = throughput_rows(args.throughput, args.backends, args.tiny)
         table += "\n\nbenchmark image throughput (FG-CLIP 2, COCO-sized JPEGs):\n\n" + throughput_markdown(throughput)
+    ceiling: list[dict] = []
+    if args.ceiling:
+        from ceiling import ceiling_rows
+        from ceiling import markdown as ceiling_markdown
+
+        ceiling = ceiling_rows(args.batches, args.min_run_time, args.tiny)
+        table += "\n\n" + ceiling_markdown(ceiling)
     if args.mainjob:
         from mainjob import mainjob_profile
         from mainjob import markdown as mainjob_markdown
@@ -178,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                     "reference_checks": checks,
                     "mainjob": profile,
                     "throughput": throughput,
+                    "ceiling": ceiling,
                 },
                 indent=1,
             )

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import fgclip_model
-from fgclip_model.backends import BACKENDS, BackendModel, native_bf16, with_backend
+from fgclip_model.backends import BACKENDS, GRAPH_BACKENDS, BackendModel, native_bf16, with_backend
 
 MODELS = {"fgclip": "v1_s0", "fgclip2": "v2_s1_fixed"}
 
@@ -51,15 +51,17 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize(
     "backend",
     [  # torch.compile and the ONNX export take minutes here: slow
-        pytest.param(b, marks=pytest.mark.slow) if b in ("compile", "onnx") else b for b in BACKENDS if b != "eager"
+        pytest.param(b, marks=pytest.mark.slow) if b in ("compile", *GRAPH_BACKENDS) else b
+        for b in BACKENDS
+        if b != "eager"
     ],
 )
 @torch.no_grad()
 def test_backend_gives_the_eager_embeddings(folders, family, backend, monkeypatch, tmp_path):
-    if backend == "onnx":
+    if backend in GRAPH_BACKENDS:
         pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
         monkeypatch.setenv("FGCLIP_CACHE", str(tmp_path))
-    if backend != "onnx" and not native_bf16("cpu"):
+    if backend not in GRAPH_BACKENDS and not native_bf16("cpu"):
         pytest.skip("this CPU has no native bf16: the bf16 backends are not meant for it")
     eager, processor = fgclip_model.load(folders[family])
     fast, _ = fgclip_model.load(folders[family], backend=backend)
@@ -82,15 +84,19 @@ def test_backend_gives_the_eager_embeddings(folders, family, backend, monkeypatc
     boxes = [torch.tensor([[0.1, 0.1, 0.6, 0.7], [0.5, 0.2, 0.9, 0.9]])] * len(pixels["pixel_values"])
     got = fast.get_image_region_features(**pixels, boxes=boxes)
     want = eager.get_image_region_features(**pixels, boxes=boxes)
+    eagerly = "onnx" if backend in GRAPH_BACKENDS else backend  # graph backends: regions and dense maps in float32
     for g, w in zip(got, want, strict=True):
-        _assert_close(g, w, backend)
+        _assert_close(g, w, eagerly)
     dense = fast.get_image_dense_features(**pixels), eager.get_image_dense_features(**pixels)
-    _assert_close(dense[0].flatten(0, 1), dense[1].flatten(0, 1), backend)
+    _assert_close(dense[0].flatten(0, 1), dense[1].flatten(0, 1), eagerly)
 
 
 def _assert_close(got: torch.Tensor, want: torch.Tensor, backend: str) -> None:
-    if backend == "onnx":
+    if backend == "onnx":  # the float32 graph runtime: the eager numbers
         assert (got - want).abs().max() <= 1e-4
+    elif backend == "int8":  # another model numerically: close in direction, never equal
+        assert _cosine(got, want) >= 0.98
+        assert (got - want).abs().max() > 1e-4
     else:
         assert _cosine(got, want) >= 1 - 1e-3
         assert (got - want).abs().max() > 0  # really computed in bf16, not the eager path
@@ -108,6 +114,8 @@ def test_backends_keep_the_weights_and_refuse_unknown_names(folders):
     assert next(eager.parameters()).dtype == torch.float32  # the eager model is left in float32
     with pytest.raises(ValueError, match="load the model on the CPU"):
         with_backend(eager.to("meta"), "onnx")  # ONNX Runtime's CPU provider only
+    with pytest.raises(ValueError, match="load the model on the CPU"):
+        with_backend(eager.to("meta"), "int8")
 
 
 @pytest.mark.slow  # ONNX exports
@@ -154,7 +162,7 @@ def test_bf16_is_not_native_when_onednn_is_held_below_avx512_bf16(monkeypatch, i
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_backend_is_bf16_where_bf16_is_native_else_eager(monkeypatch, native):
     """``backend="auto"``: bf16 autocast where the device has native bf16 (faster there, within 1e-4 in cosine),
-    the eager model elsewhere; an unknown name is still refused."""
+    the eager model elsewhere; never int8 (other embeddings); an unknown name is still refused."""
     from fgclip_model import backends
     from fgclip_model.fgclip2.modeling import FGCLIP2Model
     from fgclip_model.tiny import fgclip2_config
@@ -169,3 +177,37 @@ def test_auto_backend_is_bf16_where_bf16_is_native_else_eager(monkeypatch, nativ
         assert chosen is model
     with pytest.raises(ValueError, match="unknown backend"):
         with_backend(model, "fastest")
+
+
+def test_a_missing_runtime_names_its_extra(monkeypatch, folders):
+    """Without ONNX Runtime installed the graph backends fail in one line naming the pip extra, before exporting."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an environment without it gives on import
+    eager, _ = fgclip_model.load(folders["fgclip"])
+    for backend in ("onnx", "int8"):
+        with pytest.raises(ImportError, match=rf"backend='{backend}' needs the onnx extra.*fgclip-model\[onnx\]"):
+            with_backend(eager, backend)
+
+
+@pytest.mark.slow  # ONNX export and quantisation
+@torch.no_grad()
+def test_int8_quantises_once_and_keeps_the_float32_export(folders, monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from fgclip_model import backends
+
+    monkeypatch.setenv("FGCLIP_CACHE", str(tmp_path))
+    first, _ = fgclip_model.load(folders["fgclip"], backend="int8")
+    folder = first.export_dir
+    quantised = sorted(p.name for p in (folder / "int8").iterdir())
+    assert quantised == sorted(p.name for p in folder.glob("*.onnx"))  # every graph, none half-written
+    assert not list((folder / "int8").glob("*.partial"))
+
+    def no_quantisation(*_, **__):
+        raise AssertionError("quantised again")
+
+    monkeypatch.setattr(backends, "quantise_dynamic_int8", no_quantisation)
+    again, _ = fgclip_model.load(folders["fgclip"], backend="int8")
+    assert again.export_dir == folder
+    fp32, _ = fgclip_model.load(folders["fgclip"], backend="onnx")  # the float32 graphs are still there
+    assert fp32.export_dir == folder

@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fgclip_model.backends import CHOICES
+
 from .tasks import BadDataset, MissingDataset, NotApplicable, get_tasks
 
 
@@ -42,10 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend",
-        choices=("eager", "bf16", "compile", "onnx", "auto"),
+        choices=CHOICES,
         default="eager",
         help="how features are computed: eager PyTorch, bf16 autocast, torch.compile (bf16 where native), ONNX "
-        "Runtime (CPU), or auto (bf16 where the device has native bf16, else eager); see fgclip_model.backends",
+        "Runtime (CPU, float32), int8 (ONNX Runtime, dynamically quantised: other numbers, a labelled choice), or "
+        "auto (bf16 where the device has native bf16, else eager); see fgclip_model.backends",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="image-decoding processes (default: up to 4)")

@@ -15,6 +15,9 @@ run through the chosen backend and return float32 tensors; every other attribute
 ``onnx``    ONNX Runtime (CPU) on graphs exported by :func:`fgclip_model.export.export_onnx`, float32; the
             export is cached under ``$FGCLIP_CACHE/onnx/<fingerprint of the weights>``. Region and dense
             features run eagerly. Needs the ``onnx`` extra.
+``int8``    ONNX Runtime on the exported graphs with their matrix products dynamically quantised to int8: the
+            fastest on CPUs, but a **different model numerically** (cosine to float32 ~0.99-0.9999): a labelled
+            choice whose retrieval figures docs/performance.md reports next to float32; ``auto`` never picks it.
 ``auto``    :func:`pick_backend`'s choice for the device: ``bf16`` where bf16 matmuls are native, else ``eager``.
 =========  ================================================================================================
 
@@ -34,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-BACKENDS = ("eager", "bf16", "compile", "onnx")
+BACKENDS = ("eager", "bf16", "compile", "onnx", "int8")
 AUTO = "auto"  # the backend :func:`pick_backend` chooses for the device
 CHOICES = (*BACKENDS, AUTO)
 
@@ -155,34 +158,45 @@ def onnx_cache() -> Path:
     return Path(os.environ.get("FGCLIP_CACHE", Path.home() / ".cache" / "fgclip")) / "onnx"
 
 
+def _import_or_explain(module: str, backend: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"backend={backend!r} needs the {extra} extra: pip install 'fgclip-model[{extra}]'") from err
+
+
 class OnnxModel(BackendModel):
-    """``onnx``: ONNX Runtime sessions over the exported image graph and text walks (float32, CPU)."""
+    """``onnx``: ONNX Runtime (CPU provider) sessions over the exported image graph and text walks
+    (:func:`fgclip_model.export.export_onnx`, cached per weights), float32; region and dense features run
+    eagerly. :meth:`_runner` turns a graph file into a function of the input tensors."""
 
     def __init__(self, model: nn.Module, name: str, export_dir: str | os.PathLike | None = None) -> None:
         super().__init__(model, name)
-        try:
-            import onnxruntime as ort
-        except ImportError as err:
-            raise ImportError("backend='onnx' needs the onnx extra: pip install 'fgclip-model[onnx]'") from err
+        _import_or_explain("onnxruntime", name, "onnx")
         from fgclip_model.export import export_onnx
 
         folder = Path(export_dir) if export_dir else onnx_cache() / weights_fingerprint(model)
         if not (folder / "manifest.json").is_file():
             export_onnx(model, folder, check=False)
         manifest = json.loads((folder / "manifest.json").read_text())
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        self._sessions = {
-            name: ort.InferenceSession(str(folder / graph["file"]), options, providers=["CPUExecutionProvider"])
-            for name, graph in manifest["graphs"].items()
-        }
+        self._runners = {name: self._runner(folder / graph["file"]) for name, graph in manifest["graphs"].items()}
         self._naflex = "pixel_attention_mask" in manifest["graphs"]["image"]["inputs"]
         self.export_dir = folder
 
-    def _session(self, name: str, feed: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _runner(self, file: Path) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        import onnxruntime as ort
+
         from fgclip_model.export import run_session
 
-        return run_session(self._sessions[name], feed)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        return lambda feed: run_session(session, feed)
+
+    def _session(self, name: str, feed: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._runners[name](feed)
 
     def _run(self, method, args, kwargs):
         if method == "get_image_features":
@@ -203,11 +217,47 @@ class OnnxModel(BackendModel):
         return super()._run(method, args, kwargs)  # regions and dense maps: eagerly
 
 
+class Int8Model(OnnxModel):
+    """``int8``: the exported graphs with their matrix products quantised dynamically to int8 (weights per output
+    channel, 7-bit so AVX2 kernels cannot saturate; activations per call), run by ONNX Runtime. Faster than any
+    float32 path on CPUs, but **not the same embeddings**: cosine to float32 ~0.99-0.9999 depending on the model,
+    so retrieval figures move (docs/performance.md reports them next to float32). A separate choice: ``auto``
+    never picks it. The quantised graphs are cached next to the float32 export (``int8/``)."""
+
+    def _runner(self, file: Path):
+        quantised = file.parent / "int8" / file.name
+        if not quantised.is_file():
+            quantise_dynamic_int8(file, quantised)
+        return super()._runner(quantised)
+
+
+def quantise_dynamic_int8(source: Path, target: Path) -> None:
+    """ONNX Runtime's dynamic int8 quantisation of ``source``'s MatMul / Gemm weights into ``target`` (written
+    through a temporary name, so an interrupted run never leaves a half-written graph behind)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    quantize_dynamic(
+        str(source),
+        str(partial),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        reduce_range=True,
+        weight_type=QuantType.QInt8,
+    )
+    partial.replace(target)
+
+
 _BACKEND_CLASSES: dict[str, type[BackendModel]] = {
     "bf16": AutocastModel,
     "compile": CompiledModel,
     "onnx": OnnxModel,
+    "int8": Int8Model,
 }
+
+
+GRAPH_BACKENDS = ("onnx", "int8")  # graph runtimes on the CPU over the exported graphs
 
 
 def load(path_or_id: str | os.PathLike, backend: str = "eager", **kwargs):
@@ -224,10 +274,12 @@ def load(path_or_id: str | os.PathLike, backend: str = "eager", **kwargs):
 
 def pick_backend(device: torch.device | str) -> str:
     """What ``backend="auto"`` runs on ``device``: ``bf16`` where bf16 matmuls are native (CUDA with bf16, CPUs with
-    AVX512-BF16 or AMX that oneDNN may use: 1.5-1.6x eager for embedding runs on a 2-core AVX512-BF16 EPYC, within
-    1e-4 in cosine), else ``eager`` (on AVX2-only CPUs no backend was measured reliably faster: ``compile``
-    1.03-1.13x, ``onnx`` 0.95-1.52x). ``compile`` is left to an explicit choice: faster still once compiled, but
-    its first batches compile for seconds to a minute."""
+    AVX512-BF16 or AMX that oneDNN may use: 1.5-2.5x transformers' eager model on a 2-core AVX512-BF16 EPYC,
+    within 1e-4 in cosine), else ``eager``. Without native bf16 no float32 path is much faster: transformers' eager
+    model already runs the B/16 image towers at ~80 % of the CPU's float32 matrix-product peak (``tools/perf``
+    ``--ceiling``), and the graph runtimes measured 1.0-1.6x, below 1x on some rows of some CPUs. ``compile`` is
+    left to an explicit choice (its first batches compile for seconds to a minute), and so is ``int8`` (2.5-4x,
+    other embeddings)."""
     return "bf16" if native_bf16(device) else "eager"
 
 
@@ -242,6 +294,6 @@ def with_backend(model: nn.Module, backend: str = "eager", **options) -> nn.Modu
         backend = pick_backend(_device(model))
     if backend == "eager":
         return model
-    if backend == "onnx" and _device(model).type != "cpu":
-        raise ValueError("backend='onnx' runs ONNX Runtime's CPU provider: load the model on the CPU")
+    if backend in GRAPH_BACKENDS and _device(model).type != "cpu":
+        raise ValueError(f"backend={backend!r} runs a CPU graph runtime: load the model on the CPU")
     return _BACKEND_CLASSES[backend](model.eval(), backend, **options)

@@ -59,6 +59,8 @@ def apply_adapters(config: TrainConfig, model: torch.nn.Module) -> None:
         )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"[fgclip] {count_trainable(model)}", flush=True)
+
+
 def bind_objective(model: torch.nn.Module, weights, switches) -> None:
     """Make ``model(batch)`` — the call the DeepSpeed engine makes, with its hooks — the training objective
     ``model.compute_loss(batch, weights, switches)`` for this run. The model's class keeps its inference

@@ -75,5 +75,3 @@ def array_elements(path: Path) -> Iterator[object]:
         skip_space()
         if pos < len(text):
             raise ValueError("data after the end of the array")
-
-
