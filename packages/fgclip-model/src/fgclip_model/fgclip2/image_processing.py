@@ -100,10 +100,19 @@ class FGCLIP2ImageProcessor(Siglip2ImageProcessorPil):
         if kwargs["do_normalize"]:
             mean, std = (np.broadcast_to(np.asarray(v, np.float32), (channels,))[:, None, None]
                          for v in (kwargs["image_mean"], kwargs["image_std"]))  # fmt: skip
+        tables: np.ndarray | None = None  # per-channel uint8 -> float32 tables, built on the first uint8 image
         for i, image in enumerate(images):
             if kwargs["do_resize"]:
                 height, width = get_image_size_for_max_num_patches(image.shape[-2], image.shape[-1], patch, budget)
                 image = self.resize(image=image, size=SizeDict(height=height, width=width), resample=kwargs["resample"])
+            if image.dtype == np.uint8 and kwargs["do_rescale"]:
+                if tables is None:
+                    tables = _value_tables(channels, kwargs["rescale_factor"], mean, std)
+                patches = _patches_through_tables(convert_image_to_patches(image, patch)[:budget], tables)
+                values[i, : len(patches)] = patches
+                mask[i, : len(patches)] = 1
+                shapes.append((image.shape[-2] // patch, image.shape[-1] // patch))
+                continue
             if kwargs["do_rescale"]:
                 image = (image.astype(np.float64) * kwargs["rescale_factor"]).astype(np.float32)
             if mean is not None:
@@ -115,6 +124,25 @@ class FGCLIP2ImageProcessor(Siglip2ImageProcessorPil):
             shapes.append((image.shape[-2] // patch, image.shape[-1] // patch))
         data = {"pixel_values": values, "pixel_attention_mask": mask, "spatial_shapes": np.array(shapes)}
         return BatchFeature(data, tensor_type=kwargs["return_tensors"])
+
+
+def _value_tables(channels: int, rescale_factor: float, mean, std) -> np.ndarray:
+    """[channels, 256] float32: what the rescale and normalise steps make of each uint8 value in each channel,
+    computed with exactly their arithmetic (``v * rescale_factor`` in float64, then float32; ``(x - mean) / std``
+    in float32), so looking a value up gives the same bits as computing it."""
+    values = (np.arange(256, dtype=np.float64) * rescale_factor).astype(np.float32)
+    tables = np.broadcast_to(values, (channels, 256)).copy()
+    if mean is not None:
+        tables = (tables - mean[:, :, 0]) / std[:, :, 0]
+    return tables
+
+
+def _patches_through_tables(patches: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """uint8 patches [N, p·p·C] (channel last within a patch row) -> float32 through the per-channel tables: one
+    gather per element instead of a float64 pass, a float32 pass and the normalisation."""
+    channels = tables.shape[0]
+    index = patches.astype(np.intp) + (np.arange(patches.shape[-1]) % channels * 256)
+    return tables.reshape(-1)[index]
 
 
 def _pad_to_longest(singles: list[BatchFeature], return_tensors) -> BatchFeature:
