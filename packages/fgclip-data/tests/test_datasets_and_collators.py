@@ -55,6 +55,30 @@ def test_v2_batch_layout_and_uneven_negatives(finehard, gemma_like_tokenizer, ma
     assert batch.hard_text_mask.sum(1).tolist() == [11, 5]
 
 
+def test_v2_patch_budget_drawn_per_training_batch(finehard, gemma_like_tokenizer):
+    """``min_num_patches``: each training batch gets a budget in [min, max], the same one every time the same
+    batch comes back (resume), while ``images`` (validation, inference) stays at ``max_num_patches``."""
+    import pytest
+
+    data = FineHARDDataset(finehard["jsonfiles"], finehard["images"], options=SampleOptions(negatives=None))
+    processor = Siglip2ImageProcessorPil()
+    fixed = FGCLIP2Collator(gemma_like_tokenizer, processor, max_num_patches=64)
+    varied = FGCLIP2Collator(gemma_like_tokenizer, processor, max_num_patches=64, min_num_patches=4)
+    batches = [[data[i], data[(i + 1) % len(data)]] for i in range(len(data))]
+    budgets = [varied(b).pixel_values.shape[1] for b in batches]
+    assert all(4 <= n <= 64 for n in budgets) and len(set(budgets)) > 1  # drawn, not fixed
+    assert budgets == [varied(b).pixel_values.shape[1] for b in batches]  # the same batch, the same budget
+    assert {fixed(b).pixel_values.shape[1] for b in batches} == {64}
+    one = varied(batches[0])
+    assert one.pixel_attention_mask.sum(1).max() <= one.pixel_values.shape[1]
+    images = [s.image for s in batches[0]]
+    assert varied.images(images)["pixel_values"].shape[1] == 64  # validation: the full budget
+    other_seed = FGCLIP2Collator(gemma_like_tokenizer, processor, max_num_patches=64, min_num_patches=4, seed=7)
+    assert [other_seed(b).pixel_values.shape[1] for b in batches] != budgets
+    with pytest.raises(ValueError, match="min_num_patches 65 needs a fixed max_num_patches"):
+        FGCLIP2Collator(gemma_like_tokenizer, processor, max_num_patches=64, min_num_patches=65)
+
+
 def test_bad_images_are_skipped_and_counted(finehard, clip_tokenizer):
     (finehard["images"] / "coyo_image_0/00000/k1.jpg").unlink()
     (finehard["images"] / "coyo_image_0/00000/k2.jpg").write_bytes(b"not a jpeg")

@@ -54,6 +54,10 @@ def test_invalid_configs_are_clear(capsys):
     assert main(["--schedule.batch_size=many"]) == 2
     assert "invalid configuration" in capsys.readouterr().err
     assert main(["oops"]) == 2
+    for bad in (["--data.min_num_patches=300"], ["--preset=fgclip2", "--data.min_num_patches=128"]):
+        with pytest.raises(ValueError, match="data.min_num_patches .* must be set and at least as large"):
+            load_config(overrides=bad)
+    assert main(["--data.min_num_patches=300"]) == 2
 
 
 def test_show_config_round_trips(capsys, tmp_path):
@@ -169,3 +173,14 @@ def test_presets_are_registered_through_a_call_never_replaced():
     with pytest.raises(ValueError, match=r"presets \['fgshapes'\] are already registered"):
         register_presets({"fgshapes": {"stage": 1}})
     assert PRESETS["fgshapes"]["model"]["family"] == "fgclip2"
+
+
+def test_min_num_patches_reaches_the_fgclip2_collator():
+    """``data.min_num_patches`` (a per-batch patch budget) is the collator's, seeded by the run's seed."""
+    from fgclip_model.tiny import fgclip2_config
+    from fgclip_train.families import get_family
+
+    config = load_config(overrides=["--data.min_num_patches=128", "--schedule.seed=5"])
+    collate = get_family("fgclip2").build_collator(config, None, fgclip2_config(), None)
+    assert (collate.min_num_patches, collate.max_num_patches, collate.seed) == (128, 256, 5)
+    assert get_family("fgclip2").build_collator(load_config(), None, fgclip2_config(), None).min_num_patches is None

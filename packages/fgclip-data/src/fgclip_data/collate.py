@@ -13,6 +13,8 @@ first), ``hard_text_mask`` [H, K1]. Nothing assumes 4 boxes or 10 negatives. Dro
 
 from __future__ import annotations
 
+import random
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 
@@ -83,12 +85,16 @@ class _Collator:
     def images(self, images: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def training_images(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """The pixels of a training batch (:meth:`images`, unless a family varies them per batch)."""
+        return self.images([s.image for s in samples])
+
     def __call__(self, items: Sequence[Sample | Skipped]) -> Stage2Batch:
         samples = [s for s in items if isinstance(s, Sample)]
         skipped = dict(Counter(s.reason for s in items if isinstance(s, Skipped)))
         if not samples:
             return Stage2Batch(skipped=skipped)
-        parts: dict = self.images([s.image for s in samples])
+        parts: dict = self.training_images(samples)
         parts["text_short"] = self.tokenize([s.short_caption for s in samples], self.short_length)
         parts["text_long"] = self.tokenize([s.caption for s in samples], self.long_length)
         if self.add_box_loss:
@@ -160,14 +166,40 @@ class FGCLIP2Collator(_Collator):
     short_length, long_length = 64, 196
     padding = "max_length"
 
-    def __init__(self, tokenizer, image_processor, max_num_patches: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        image_processor,
+        max_num_patches: int | None = None,
+        min_num_patches: int | None = None,
+        seed: int = 0,
+        **kwargs,
+    ) -> None:
         super().__init__(tokenizer, image_processor, **kwargs)
-        self.max_num_patches = max_num_patches
+        if min_num_patches is not None and (max_num_patches is None or not 0 < min_num_patches <= max_num_patches):
+            raise ValueError(
+                f"min_num_patches {min_num_patches} needs a fixed max_num_patches at least as large "
+                f"(got {max_num_patches})"
+            )
+        self.max_num_patches, self.min_num_patches, self.seed = max_num_patches, min_num_patches, seed
 
-    def images(self, images: list) -> dict[str, torch.Tensor]:
+    def training_images(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """With ``min_num_patches``, each training batch gets its own patch budget, drawn uniformly from
+        [``min_num_patches``, ``max_num_patches``] by a generator seeded with the batch's captions (the same batch
+        always gets the same budget: resumed runs replay it): objects then cover varying numbers of patches, so
+        a model cannot read an object's size from its extent in patches."""
+        if self.min_num_patches is None:
+            return super().training_images(samples)
+        key = zlib.crc32("\n".join(s.caption for s in samples).encode()) ^ self.seed
+        budget = random.Random(key).randint(self.min_num_patches, self.max_num_patches)
+        return self.images([s.image for s in samples], budget)
+
+    def images(self, images: list, budget: int | None = None) -> dict[str, torch.Tensor]:
+        """Pixels at ``budget`` patches (default: ``max_num_patches``; validation and inference always use it)."""
         kwargs = {}
-        if self.max_num_patches is not None:
-            kwargs["max_num_patches"] = self.max_num_patches
+        budget = budget or self.max_num_patches
+        if budget is not None:
+            kwargs["max_num_patches"] = budget
             if getattr(self.image_processor, "dynamic_max_patches", None) is not None:
                 kwargs["dynamic_max_patches"] = False
         out = self.image_processor(images, return_tensors="pt", **kwargs)

@@ -107,6 +107,12 @@ class DataConfig(_Strict):
     max_num_patches: int | None = Field(
         64, gt=0, description="v2: fixed patch budget; null: the reference's batch bucket"
     )
+    min_num_patches: int | None = Field(
+        None,
+        gt=0,
+        description="v2: draw each training batch's patch budget from [min_num_patches, max_num_patches] (validation "
+        "stays at max_num_patches); null: every batch at max_num_patches",
+    )
     workers: int = Field(0, ge=0)
     val_limit: int | None = Field(1000, gt=0)
 
@@ -197,6 +203,13 @@ class TrainConfig(_Strict):
             raise ValueError("data.train needs data.images (the image root)")
         if data.val and not data.images:
             raise ValueError("data.val needs data.images (the image root of the validation records)")
+        if data.min_num_patches is not None and (
+            data.max_num_patches is None or data.min_num_patches > data.max_num_patches
+        ):
+            raise ValueError(
+                f"data.min_num_patches ({data.min_num_patches}) draws each batch's budget up to data.max_num_patches, "
+                f"which must be set and at least as large (got {data.max_num_patches})"
+            )
         if self.stage == 1 and (self.loss.region or self.loss.hard_negatives):
             raise ValueError(
                 "stage 1 is global alignment only: loss.region and loss.hard_negatives must be false (run stage2 "

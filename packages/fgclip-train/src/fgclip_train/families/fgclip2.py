@@ -43,6 +43,8 @@ def build_collator(config: TrainConfig, tokenizer, model_config, image_size: int
         tokenizer,
         FGCLIP2ImageProcessor(patch_size=model_config.vision_config.patch_size),
         max_num_patches=config.data.max_num_patches,
+        min_num_patches=config.data.min_num_patches,
+        seed=config.schedule.seed,
         short_length=text.max_position_embeddings,
         long_length=text.longtext_len,
         max_boxes=config.data.max_boxes,
