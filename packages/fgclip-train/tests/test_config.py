@@ -55,7 +55,7 @@ def test_invalid_configs_are_clear(capsys):
     assert "invalid configuration" in capsys.readouterr().err
     assert main(["oops"]) == 2
     for bad in (["--data.min_num_patches=300"], ["--preset=fgclip2", "--data.min_num_patches=128"]):
-        with pytest.raises(ValueError, match="data.min_num_patches .* must be set and at least as large"):
+        with pytest.raises(ValueError, match=r"data\.min_num_patches .* must be set and at least as large"):
             load_config(overrides=bad)
     assert main(["--data.min_num_patches=300"]) == 2
 
