@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 import torch
-from models import naflex_inputs, v1_pair, v2_pair
+from models import embedding_inputs, v1_pair, v2_pair
 from timing import measure
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -44,16 +44,7 @@ def ceiling_rows(batches: list[int], min_run_time: float = 2.0, tiny: bool = Fal
     for family, pair in (("FG-CLIP v1", v1_pair), ("FG-CLIP 2", v2_pair)):
         _, peer = pair(tiny, "cpu", torch.float32)
         for batch in batches:
-            if family == "FG-CLIP v1":
-                image = {"pixel_values": torch.randn(batch, 3, 224, 224)}
-                text = {"input_ids": torch.randint(0, 49000, (batch, 77))}
-                shapes = (f"B={batch}", f"B={batch} L=77")
-            else:
-                pixels, mask, spatial = naflex_inputs(batch, 256, 16, "cpu", torch.float32)
-                image = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": spatial}
-                text = {"input_ids": torch.randint(2, 31000, (batch, 64))}
-                shapes = (f"B={batch}", f"B={batch} L=64")
-            for kind, inputs, shape in (("image", image, shapes[0]), ("text", text, shapes[1])):
+            for kind, inputs, shape in embedding_inputs(family, batch, "cpu", torch.float32):
                 fn = lambda inputs=inputs, kind=kind, peer=peer: getattr(peer, f"get_{kind}_features")(**inputs)  # noqa: E731
                 flops = _flops(fn)
                 ms, _ = measure(fn, min_run_time)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import torch
-from models import naflex_inputs, v1_pair, v2_pair
+from models import embedding_inputs, naflex_inputs, v1_pair, v2_pair
 from timing import Row, measure, measure_interleaved
 
 
@@ -94,16 +94,7 @@ def backend_rows(args, device, dtype) -> list[Row]:
             if name in args.backends
         }
         for batch in args.batches:
-            if family == "FG-CLIP v1":
-                image = {"pixel_values": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)}
-                ids = torch.randint(0, 49000, (batch, 77), device=device)
-                ids[:, -1] = 49407
-                text, length = {"input_ids": ids}, 77
-            else:
-                pixels, mask, shapes = naflex_inputs(batch, 256, 16, device, dtype)
-                image = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
-                text, length = {"input_ids": torch.randint(2, 31000, (batch, 64), device=device)}, 64
-            for kind, inputs, shape in (("image", image, f"B={batch}"), ("text", text, f"B={batch} L={length}")):
+            for kind, inputs, shape in embedding_inputs(family, batch, device, dtype):
                 method = f"get_{kind}_features"
                 fns = {"peer": lambda inputs=inputs, method=method, peer=peer: getattr(peer, method)(**inputs)}
                 for name, model in models.items():

@@ -58,3 +58,18 @@ def naflex_inputs(batch: int, side: int, patch: int, device, dtype):
     mask = torch.ones(batch, n, dtype=torch.long, device=device)
     shapes = torch.tensor([[grid, grid]] * batch, device=device)
     return pixels, mask, shapes
+
+
+def embedding_inputs(family: str, batch: int, device, dtype) -> list[tuple[str, dict, str]]:
+    """(kind, keyword inputs, shape label) of the image and text embedding rows at ``batch``: 224 px images and
+    77-token texts (ending in CLIP's end token, which FG-CLIP v1 pools) for ``"FG-CLIP v1"``; 256 NaFlex patches
+    and 64-token texts for ``"FG-CLIP 2"``."""
+    if family == "FG-CLIP v1":
+        ids = torch.randint(0, 49000, (batch, 77), device=device)
+        ids[:, -1] = 49407
+        image = {"pixel_values": torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)}
+        return [("image", image, f"B={batch}"), ("text", {"input_ids": ids}, f"B={batch} L=77")]
+    pixels, mask, shapes = naflex_inputs(batch, 256, 16, device, dtype)
+    image = {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": shapes}
+    text = {"input_ids": torch.randint(2, 31000, (batch, 64), device=device)}
+    return [("image", image, f"B={batch}"), ("text", text, f"B={batch} L=64")]

@@ -105,20 +105,17 @@ class FGCLIP2ImageProcessor(Siglip2ImageProcessorPil):
             if kwargs["do_resize"]:
                 height, width = get_image_size_for_max_num_patches(image.shape[-2], image.shape[-1], patch, budget)
                 image = self.resize(image=image, size=SizeDict(height=height, width=width), resample=kwargs["resample"])
-            if image.dtype == np.uint8 and kwargs["do_rescale"]:
+            if image.dtype == np.uint8 and kwargs["do_rescale"]:  # patchify the bytes, then look the values up
                 if tables is None:
                     tables = _value_tables(channels, kwargs["rescale_factor"], mean, std)
                 patches = _patches_through_tables(convert_image_to_patches(image, patch)[:budget], tables)
-                values[i, : len(patches)] = patches
-                mask[i, : len(patches)] = 1
-                shapes.append((image.shape[-2] // patch, image.shape[-1] // patch))
-                continue
-            if kwargs["do_rescale"]:
-                image = (image.astype(np.float64) * kwargs["rescale_factor"]).astype(np.float32)
-            if mean is not None:
-                image = image.astype(np.float32) if not np.issubdtype(image.dtype, np.floating) else image
-                image = (image - mean.astype(image.dtype)) / std.astype(image.dtype)
-            patches = convert_image_to_patches(image, patch)[:budget]
+            else:
+                if kwargs["do_rescale"]:
+                    image = (image.astype(np.float64) * kwargs["rescale_factor"]).astype(np.float32)
+                if mean is not None:
+                    image = image.astype(np.float32) if not np.issubdtype(image.dtype, np.floating) else image
+                    image = (image - mean.astype(image.dtype)) / std.astype(image.dtype)
+                patches = convert_image_to_patches(image, patch)[:budget]
             values[i, : len(patches)] = patches
             mask[i, : len(patches)] = 1
             shapes.append((image.shape[-2] // patch, image.shape[-1] // patch))
