@@ -66,7 +66,7 @@ def test_two_processes_equal_one(family, shapes, tmp_path):
         torch.testing.assert_close(two["grads"][name], one["grads"][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize(("command", "stage"), [("stage2", 2), ("stage2", 3), ("stage1", 2)])
+@pytest.mark.parametrize(("command", "stage"), [("stage2", 0), ("stage2", 2), ("stage2", 3), ("stage1", 2)])
 def test_deepspeed_zero_on_two_cpu_processes(command, stage, tiny_overrides, fgshapes_cache, tmp_path):
     """The training commands under torchrun: both ranks step; the exported HF folder equals a one-process run
     over the same global batches (global losses only, where the two are the same objective: stage2 with its

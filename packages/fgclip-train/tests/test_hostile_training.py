@@ -18,8 +18,17 @@ from fgclip_train.preflight import RunError
 QUICK = ["--schedule.max_steps=2", "--runtime.eval_before=false", "--runtime.eval_after=false"]
 
 
-@pytest.mark.parametrize("victim", ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "mp_rank_00_model_states.pt", "rng"])
-def test_resume_never_unpickles_code(tiny_overrides, tmp_path, victim, plant_pickle):
+@pytest.mark.parametrize(
+    ("victim", "stage"),
+    [
+        ("zero_pp_rank_0_mp_rank_00_optim_states.pt", 2),  # ZeRO-2's optimizer shard
+        ("mp_rank_00_model_states.pt", 2),
+        ("mp_rank_00_model_states.pt", 0),  # stage 0 (the FG-Shapes presets): the optimizer state lives here
+        ("rng", 0),
+    ],
+)
+def test_resume_never_unpickles_code(tiny_overrides, tmp_path, victim, stage, plant_pickle):
+    tiny_overrides = [*tiny_overrides, f"--runtime.zero_stage={stage}"]
     train(load_config(overrides=[*tiny_overrides, *QUICK]))
     checkpoint = tmp_path / "run" / "checkpoint-0000002"
     marker = tmp_path / "marker"

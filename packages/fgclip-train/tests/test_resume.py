@@ -46,8 +46,10 @@ def _checked(command: list[str], env: dict) -> None:
 
 
 @pytest.mark.slow  # trains, kills the process and resumes it, twice
-@pytest.mark.parametrize("command", ["stage2", "stage1"])
-def test_sigkill_then_resume_reproduces_losses(command, tiny_overrides, fgshapes_cache, tmp_path, clean_env):
+@pytest.mark.parametrize(("command", "stage"), [("stage2", 0), ("stage2", 2), ("stage1", 0)])
+def test_sigkill_then_resume_reproduces_losses(command, stage, tiny_overrides, fgshapes_cache, tmp_path, clean_env):
+    """ZeRO stage 0 (the FG-Shapes presets) and ZeRO-2 (the full-size presets) checkpoints both resume exactly."""
+    tiny_overrides = [*tiny_overrides, f"--runtime.zero_stage={stage}"]
     env = clean_env(FGCLIP_CACHE=str(fgshapes_cache))
     full, killed = tmp_path / "full", tmp_path / "killed"
     _checked(_command(tiny_overrides, full, command), env)
