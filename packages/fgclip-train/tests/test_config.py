@@ -58,6 +58,13 @@ def test_invalid_configs_are_clear(capsys):
         with pytest.raises(ValueError, match=r"data\.min_num_patches .* must be set and at least as large"):
             load_config(overrides=bad)
     assert main(["--data.min_num_patches=300"]) == 2
+    # DeepSpeed's bf16 mode at ZeRO stage 0 (the FG-Shapes presets' stage) would write checkpoints without the fp32
+    # master weights: refused before anything starts, while bf16 at ZeRO-2 and bf16 autocast at stage 0 are fine
+    with pytest.raises(ValueError, match=r"precision=bf16 keeps fp32 master .*zero_stage=1, 2 or 3"):
+        load_config(overrides=["--runtime.precision=bf16"])
+    assert main(["--runtime.precision=bf16"]) == 2
+    load_config(overrides=["--runtime.precision=bf16", "--runtime.zero_stage=2"])
+    load_config(overrides=["--runtime.precision=bf16-autocast"])
 
 
 def test_show_config_round_trips(capsys, tmp_path):

@@ -170,6 +170,7 @@ def test_bf16_and_gradient_checkpointing_on_cpu(tiny_overrides, tmp_path):
         [
             *tiny_overrides,
             "--runtime.precision=bf16",
+            "--runtime.zero_stage=2",  # bf16 mode's fp32 master weights live in ZeRO's partitions
             "--model.gradient_checkpointing=true",
             "--schedule.max_steps=3",
             "--runtime.eval_before=false",

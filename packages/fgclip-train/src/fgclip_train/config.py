@@ -210,6 +210,11 @@ class TrainConfig(_Strict):
                 f"data.min_num_patches ({data.min_num_patches}) draws each batch's budget up to data.max_num_patches, "
                 f"which must be set and at least as large (got {data.max_num_patches})"
             )
+        if self.runtime.precision == "bf16" and self.runtime.zero_stage == 0:
+            raise ValueError(
+                "runtime.precision=bf16 keeps fp32 master weights in ZeRO's optimizer partitions, which checkpoints "
+                "export: give --runtime.zero_stage=1, 2 or 3 (or --runtime.precision=bf16-autocast)"
+            )
         if self.stage == 1 and (self.loss.region or self.loss.hard_negatives):
             raise ValueError(
                 "stage 1 is global alignment only: loss.region and loss.hard_negatives must be false (run stage2 "
