@@ -474,3 +474,37 @@ def test_initialisation_options_are_not_saved_and_old_configs_still_load(tmp_pat
     assert loaded.config.attention_init == "mimetic"
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize(("walk", "length"), [("short", 64), ("long", 196)])
+def test_pooled_text_computes_only_the_last_position_and_equals_the_full_tower(layers, attention, walk, length):
+    # the pooled path (features, training) runs the last block at the last position only; encode() runs every
+    # position through every block: the pooled states and their gradients must agree
+    torch.manual_seed(0)
+    config = _config()
+    config.text_config.num_hidden_layers = layers
+    model = FGCLIP2Model(config)
+    model.set_attn_implementation(attention)
+    ids = torch.randint(1, 300, (5, length))
+    mask = torch.ones_like(ids)
+    mask[1, 40:] = 0  # right padding
+    mask[2, :30] = 0  # left padding
+    ids = ids * mask
+    tower = model.text_model
+    weights = [p for p in tower.parameters() if p.requires_grad]
+    probe = torch.randn(5, config.text_config.hidden_size)
+    pooled = tower(ids, mask, walk)
+    grads_pooled = torch.autograd.grad((pooled * probe).sum(), weights, allow_unused=True)
+    full = tower.encode(ids, mask, walk).pooler_output
+    grads_full = torch.autograd.grad((full * probe).sum(), weights, allow_unused=True)
+    torch.testing.assert_close(pooled, full, rtol=0, atol=2e-6)
+    for got, want in zip(grads_pooled, grads_full, strict=True):
+        if want is None:  # the head and the other walk's position table
+            assert got is None
+            continue
+        assert (got - want).abs().max() <= 1e-5 * max(want.abs().max(), 1.0)  # float32 sums in another order
+    unmasked = tower(ids, None, walk)  # no mask: every position is a key, as the released processor's ids
+    torch.testing.assert_close(unmasked, tower.encode(ids, None, walk).pooler_output, rtol=0, atol=2e-6)
+    assert not torch.allclose(unmasked, pooled)  # the mask did reach the last block's keys

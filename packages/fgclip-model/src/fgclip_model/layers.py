@@ -170,15 +170,18 @@ class Attention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         output_attentions: bool = False,
+        query_states: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``attn_mask``: boolean (True = attend) or additive float, broadcastable to [B, heads, L, L].
-        Returns (output [B, L, D], attention weights [B, heads, L, L] when asked, else None)."""
-        b, n, _ = hidden_states.shape
+        """``attn_mask``: boolean (True = attend) or additive float, broadcastable to [B, heads, Q, L].
+        ``query_states`` [B, Q, D]: the positions that ask (default: all of ``hidden_states``, Q = L); every position
+        of ``hidden_states`` answers. Returns (output [B, Q, D], attention weights [B, heads, Q, L] when asked)."""
+        if query_states is None:
+            query_states = hidden_states
 
         def heads(x: torch.Tensor) -> torch.Tensor:
-            return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+            return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-        q = heads(self.q_proj(hidden_states))
+        q = heads(self.q_proj(query_states))
         k = heads(self.k_proj(hidden_states))
         v = heads(self.v_proj(hidden_states))
         function, takes_bool = attention_function(self.config._attn_implementation, output_attentions)
@@ -192,7 +195,7 @@ class Attention(nn.Module):
             dropout=self.dropout if self.training else 0.0,
             is_causal=is_causal,
         )
-        out = self.out_proj(out.reshape(b, n, self.embed_dim))
+        out = self.out_proj(out.reshape(*query_states.shape[:2], self.embed_dim))
         return out, (weights if output_attentions else None)
 
     def value_path(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -234,6 +237,17 @@ class EncoderLayer(GradientCheckpointingLayer):
         attended, weights = self.self_attn(self.layer_norm1(hidden_states), attn_mask, is_causal, output_attentions)
         hidden_states = hidden_states + attended
         return hidden_states + self.mlp(self.layer_norm2(hidden_states)), weights
+
+    def at_positions(
+        self, hidden_states: torch.Tensor, positions: slice, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The block's output at ``hidden_states[:, positions]`` only, every position still a key and value: for
+        bidirectional attention the same as ``forward(hidden_states, attn_mask)[0][:, positions]``, without the
+        queries, attention rows and MLP of the positions nobody reads (a tower pooled at one position)."""
+        normed = self.layer_norm1(hidden_states)
+        attended, _ = self.self_attn(normed, attn_mask, query_states=normed[:, positions])
+        hidden_states = hidden_states[:, positions] + attended
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
     def forward_without_attention(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The block with self-attention replaced by the per-token value path (no token mixing).

@@ -257,9 +257,15 @@ class FGCLIP2TextTransformer(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, walk_type: str = "short"
     ) -> torch.Tensor:
-        """The final-LN hidden state at the last position [B, D] (no head: the caller picks it by walk)."""
-        hidden = self.encoder(self.embeddings(input_ids, walk_type), attn_mask=_key_mask(attention_mask))
-        return self.final_layer_norm(hidden.last_hidden_state[:, -1])
+        """The final-LN hidden state at the last position [B, D] (no head: the caller picks it by walk). Only that
+        position is read, so the last block computes it alone (every position still attends in the blocks before
+        and serves as key and value in the last): the same state as :meth:`encode`'s ``pooler_output``."""
+        mask = _key_mask(attention_mask)
+        hidden = self.embeddings(input_ids, walk_type)
+        *blocks, last = self.encoder.layers
+        if blocks:
+            hidden = self.encoder(hidden, attn_mask=mask, layers=slice(0, -1)).last_hidden_state
+        return self.final_layer_norm(last.at_positions(hidden, slice(-1, None), mask)[:, 0])
 
     def encode(
         self,
