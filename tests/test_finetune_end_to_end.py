@@ -62,7 +62,12 @@ def test_import_finetune_benchmark(tmp_path):
         env=env,
     )
 
-    steps = ["--schedule.max_steps=2", "--schedule.batch_size=8", "--data.max_num_patches=16"]
+    steps = [
+        "--schedule.max_steps=2",
+        "--schedule.batch_size=8",
+        "--data.max_num_patches=16",
+        "--data.min_num_patches=null",
+    ]
     base = tmp_path / "base"
     run = [*TINY, *steps, "--data.fgshapes_n=64", "--data.val_limit=8", f"--runtime.output_dir={base}"]
     _command("fgclip_train.cli", *run, "--runtime.eval_before=false", "--runtime.eval_after=false", env=env)

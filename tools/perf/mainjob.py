@@ -94,7 +94,8 @@ def mainjob_profile(steps: int = 6, overrides: list[str] | None = None) -> dict:
         seconds = time.perf_counter() - start
         steps = config.schedule.max_steps or round(config.schedule.epochs * len(data.batches))
         every = config.runtime.eval_every
-        count = int(config.runtime.eval_before) + (steps // every if every else 0) + int(config.runtime.eval_after)
+        during = (steps - 1) // every if every else 0  # the loop validates at multiples of every before the last step
+        count = int(config.runtime.eval_before) + during + int(config.runtime.eval_after)
         result["validation"] = {"seconds": seconds, "count": count, "steps": steps,
                                 "per_step_ms": 1e3 * seconds * count / steps}  # fmt: skip
     return result

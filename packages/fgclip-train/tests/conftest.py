@@ -44,6 +44,7 @@ def tiny_overrides(fgshapes_cache, monkeypatch, tmp_path):
         "--model.size.vision_config.intermediate_size=64",
         "--model.size.vision_config.num_hidden_layers=1",
         "--data.max_num_patches=16",
+        "--data.min_num_patches=null",
     ]
 
 

@@ -31,7 +31,11 @@ def main(family: str, folder: str, out: str) -> None:
             "--loss.hard_negatives=false",
             "--model.size.text_config.num_hidden_layers=1",
             "--model.size.vision_config.num_hidden_layers=1",
-            "--model.size.vision_config.image_size=64" if family == "fgclip" else "--data.max_num_patches=16",
+            *(
+                ["--model.size.vision_config.image_size=64"]
+                if family == "fgclip"
+                else ["--data.max_num_patches=16", "--data.min_num_patches=null"]
+            ),
         ],
     )
     records = read_records(f"{folder}/jsonfiles/train")

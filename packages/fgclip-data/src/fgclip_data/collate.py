@@ -22,6 +22,7 @@ import torch
 
 from fgclip_data.batch import Stage2Batch
 from fgclip_data.finehard.samples import Sample, Skipped
+from fgclip_data.threads import batch_threads, chunks, thread_map
 
 TEXT_CACHE_SIZE = 100_000  # texts whose fixed-length token rows a collator keeps (cleared when full)
 
@@ -202,5 +203,14 @@ class FGCLIP2Collator(_Collator):
             kwargs["max_num_patches"] = budget
             if getattr(self.image_processor, "dynamic_max_patches", None) is not None:
                 kwargs["dynamic_max_patches"] = False
-        out = self.image_processor(images, return_tensors="pt", **kwargs)
-        return {k: out[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
+        keys = ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+        parts = chunks(images, batch_threads()) if budget is not None else [images]  # a fixed budget: parts align
+
+        def process(part: Sequence) -> dict[str, torch.Tensor]:
+            out = self.image_processor(list(part), return_tensors="pt", **kwargs)
+            return {k: out[k] for k in keys}
+
+        if len(parts) == 1:
+            return process(images)
+        outs = thread_map(process, parts)
+        return {k: torch.cat([o[k] for o in outs]) for k in keys}

@@ -7,6 +7,7 @@ Differences from the reference code (its bugs, fixed):
 * the attention-pooling heads and the text heads run batched (the reference loops per sample);
 * dense features use SDPA with a key-padding mask instead of a materialised [B·heads, N, N] additive mask;
 * region features of a whole batch go through one RoIAlign call;
+* the pooled text path runs the last text block at the last position only (the one state it reads);
 * the stage-2 losses are explicit, guarded terms (no bare ``try/except`` dropping them), need no process group
   and never cast to bf16 by themselves.
 
