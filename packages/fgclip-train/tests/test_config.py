@@ -190,4 +190,6 @@ def test_min_num_patches_reaches_the_fgclip2_collator():
     config = load_config(overrides=["--data.min_num_patches=128", "--schedule.seed=5"])
     collate = get_family("fgclip2").build_collator(config, None, fgclip2_config(), None)
     assert (collate.min_num_patches, collate.max_num_patches, collate.seed) == (128, 256, 5)
-    assert get_family("fgclip2").build_collator(load_config(), None, fgclip2_config(), None).min_num_patches is None
+    fixed = load_config(overrides=["--data.min_num_patches=null"])  # the default preset draws from 128-256
+    assert get_family("fgclip2").build_collator(fixed, None, fgclip2_config(), None).min_num_patches is None
+    assert load_config().data.min_num_patches == 128

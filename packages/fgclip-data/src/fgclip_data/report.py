@@ -6,6 +6,7 @@ problem here and goes on; every command prints :meth:`Report.summary` at the end
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -30,6 +31,9 @@ def where(file: str | None = None, record: int | None = None, field: str | None 
     return ", ".join(parts)
 
 
+_COUNTING = threading.Lock()  # a batch's samples are built on several threads (fgclip_data.threads)
+
+
 @dataclass
 class Report:
     """Counts of skipped / repaired items by reason, with the first few locations of each."""
@@ -46,14 +50,16 @@ class Report:
         """Record a problem (or raise :class:`DataError` in strict mode)."""
         if self.strict:
             raise DataError(reason, file, record, field)
-        self.counts[reason] += 1
-        shown = self.examples.setdefault(reason, [])
-        if len(shown) < self.examples_per_reason:
-            shown.append(where(file, record, field))
+        with _COUNTING:
+            self.counts[reason] += 1
+            shown = self.examples.setdefault(reason, [])
+            if len(shown) < self.examples_per_reason:
+                shown.append(where(file, record, field))
 
     def count(self, what: str, n: int = 1) -> None:
         """Count a successful outcome (e.g. ``"records"``, ``"copied"``)."""
-        self.done[what] += n
+        with _COUNTING:
+            self.done[what] += n
 
     def merge(self, other: Report) -> None:
         self.counts.update(other.counts)

@@ -51,7 +51,7 @@ def thread_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
 
 
 def chunks(items: Sequence[T], count: int) -> list[Sequence[T]]:
-    """``items`` cut into ``count`` (or fewer) consecutive, near-equal, non-empty parts."""
+    """``items`` cut into ``count`` (or fewer) consecutive, near-equal parts (non-empty; one empty part for none)."""
     count = max(1, min(count, len(items)))
     bounds = [round(k * len(items) / count) for k in range(count + 1)]
     return [items[a:b] for a, b in itertools.pairwise(bounds)]
