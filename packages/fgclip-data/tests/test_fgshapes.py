@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -167,6 +168,20 @@ def test_cli_generate_reuses_an_identical_set(tmp_path, capsys):
     assert main(["fgshapes", "generate", "--out", str(tmp_path), "--n", "12", "--seed", "1"]) == 0
     assert "reused" in capsys.readouterr().out and (tmp_path / "manifest.json").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "manifest.json").read_text())["options"]["seed"] == 1
+
+
+def test_a_rewritten_phrase_is_the_phrase_of_the_rewritten_shape():
+    """``phrase(**changes)`` / ``phrase_zh(**changes)`` read the changed attributes without copying the shape: the
+    same words as the phrase of a changed copy, for every single-attribute change; a non-attribute is refused."""
+    _, shapes, _ = make_scene(3, GenerateOptions(n=10, workers=1))
+    shape = shapes[0]
+    changes = [{"color": c} for c in COLORS] + [{"shape": k} for k in SHAPES] + [{"size": z} for z in SIZES]
+    changes += [{"position": p} for p in POSITIONS] + [{"color": "red", "size": "small"}, {}]
+    for change in changes:
+        copy = dataclasses.replace(shape, **change)
+        assert shape.phrase(**change) == copy.phrase() and shape.phrase_zh(**change) == copy.phrase_zh()
+    with pytest.raises(TypeError, match="box"):
+        shape.phrase(box=(0, 0, 1, 1))
 
 
 def test_bad_options_are_clear_errors():

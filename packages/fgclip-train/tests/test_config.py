@@ -193,3 +193,17 @@ def test_min_num_patches_reaches_the_fgclip2_collator():
     fixed = load_config(overrides=["--data.min_num_patches=null"])  # the default preset draws from 128-256
     assert get_family("fgclip2").build_collator(fixed, None, fgclip2_config(), None).min_num_patches is None
     assert load_config().data.min_num_patches == 128
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "linear", "constant"])
+def test_learning_rate_schedules(scheduler):
+    """A linear warm-up, then the chosen decay: cosine and linear both reach zero at the last step (linear falls
+    evenly, cosine slowly at first), constant stays at the peak."""
+    from fgclip_train.engine import lr_lambda
+
+    config = load_config(overrides=[f"--schedule.scheduler={scheduler}", "--schedule.warmup_steps=10"])
+    factor = lr_lambda(config, 110)
+    assert [factor(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    middle, quarter, end = factor(60), factor(35), factor(110)
+    expected = {"cosine": (0.5, 0.8536, 0.0), "linear": (0.5, 0.75, 0.0), "constant": (1.0, 1.0, 1.0)}[scheduler]
+    assert (middle, quarter, end) == pytest.approx(expected, abs=1e-4)
